@@ -1,0 +1,165 @@
+"""Optimizers SGD, RMSprop and Adam with the exact formulas of torch 1.4-1.7 (`paper_method.md` §6.1).
+
+Each optimizer steps one flat parameter vector in place (see :class:`~async_coagents.core.mlp.MLP`).
+The paper uses one optimizer over the whole network; because all three are element-wise, one
+optimizer per layer with the same hyperparameters is the same thing, which is what lets every
+layer be an independent agent.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from async_coagents.errors import CheckpointError, ConfigError
+
+
+class Optimizer:
+    """Base class: ``step(params, grad)`` updates ``params`` in place from ``grad``."""
+
+    name = "optimizer"
+
+    def __init__(self, size: int, lr: float, dtype: np.dtype | str) -> None:
+        if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"learning rate must be a finite number > 0, got {lr!r}")
+        self.lr = float(lr)
+        self.steps = 0
+        self._tmp = np.zeros(size, dtype=dtype)
+
+    def step(self, params: np.ndarray, grad: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-exactly: hyperparameters, step count, moments."""
+        return {"name": self.name, "lr": self.lr, "steps": self.steps,
+                **{k: v.copy() for k, v in self._arrays().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("name") != self.name:
+            raise CheckpointError(
+                f"optimizer state is for {state.get('name')!r}, this optimizer is {self.name!r}"
+            )
+        self.lr = float(state["lr"])
+        self.steps = int(state["steps"])
+        for key, array in self._arrays().items():
+            saved = np.asarray(state[key])
+            if saved.shape != array.shape:
+                raise CheckpointError(
+                    f"optimizer {key!r} has shape {saved.shape}, expected {array.shape}"
+                )
+            array[...] = saved
+
+
+class SGD(Optimizer):
+    """``theta <- theta - lr * g`` (§6.1; used after backprop pre-training with lr/128, §5.4)."""
+
+    name = "sgd"
+
+    def step(self, params: np.ndarray, grad: np.ndarray) -> None:
+        self.steps += 1
+        np.multiply(grad, self.lr, out=self._tmp)
+        params -= self._tmp
+
+
+class RMSprop(Optimizer):
+    """``v <- beta v + (1-beta) g^2``; ``theta <- theta - lr g / (sqrt(v) + eps)`` (§6.1).
+
+    torch's defaults: ``beta`` (torch's ``alpha``) 0.99, ``eps`` 1e-8, ``v_0 = 0``, no momentum,
+    not centred.
+    """
+
+    name = "rmsprop"
+
+    def __init__(self, size: int, lr: float, dtype: np.dtype | str, *, beta: float = 0.99,
+                 eps: float = 1e-8) -> None:
+        super().__init__(size, lr, dtype)
+        _check_unit_interval("rmsprop beta", beta)
+        self.beta, self.eps = float(beta), float(eps)
+        self.v = np.zeros(size, dtype=dtype)
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"v": self.v}
+
+    def step(self, params: np.ndarray, grad: np.ndarray) -> None:
+        self.steps += 1
+        v, tmp = self.v, self._tmp
+        v *= self.beta
+        np.multiply(grad, grad, out=tmp)
+        tmp *= 1.0 - self.beta
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp += self.eps
+        np.divide(grad, tmp, out=tmp)
+        tmp *= self.lr
+        params -= tmp
+
+
+class Adam(Optimizer):
+    """Adam with torch's bias-correction form (§6.1)::
+
+        m <- b1 m + (1-b1) g ;  v <- b2 v + (1-b2) g^2
+        theta <- theta - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+    """
+
+    name = "adam"
+
+    def __init__(self, size: int, lr: float, dtype: np.dtype | str, *, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-8) -> None:
+        super().__init__(size, lr, dtype)
+        _check_unit_interval("adam beta1", beta1)
+        _check_unit_interval("adam beta2", beta2)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.m = np.zeros(size, dtype=dtype)
+        self.v = np.zeros(size, dtype=dtype)
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"m": self.m, "v": self.v}
+
+    def step(self, params: np.ndarray, grad: np.ndarray) -> None:
+        self.steps += 1
+        t = self.steps
+        m, v, tmp = self.m, self.v, self._tmp
+        m *= self.beta1
+        m += (1.0 - self.beta1) * grad
+        v *= self.beta2
+        np.multiply(grad, grad, out=tmp)
+        tmp *= 1.0 - self.beta2
+        v += tmp
+        step_size = self.lr / (1.0 - self.beta1 ** t)
+        np.sqrt(v, out=tmp)
+        tmp /= math.sqrt(1.0 - self.beta2 ** t)
+        tmp += self.eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= step_size
+        params -= tmp
+
+
+def _check_unit_interval(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and 0.0 <= value < 1.0):
+        raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+
+
+OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam}
+
+
+def make_optimizer(name: str, size: int, lr: float, dtype: np.dtype | str = np.float64,
+                   **hyper: float) -> Optimizer:
+    """Build an optimizer by name (``sgd``, ``rmsprop``, ``adam``) for a flat vector of ``size``.
+
+    ``hyper`` takes ``beta`` (RMSprop) or ``beta1``/``beta2`` (Adam) and ``eps``; keys that do not
+    apply to the chosen optimizer are an error, so a misspelt setting is never silently ignored.
+    """
+    try:
+        cls = OPTIMIZERS[name]
+    except KeyError:
+        raise ConfigError(
+            f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}"
+        ) from None
+    try:
+        return cls(size, lr, dtype, **hyper)
+    except TypeError as exc:
+        raise ConfigError(f"optimizer {name!r}: {exc}") from None

@@ -1,0 +1,209 @@
+"""Unit families: how a coagent layer turns its pre-activations into a policy, samples an action,
+acts greedily, passes a state to the next layer and scores its own action.
+
+Two families cover every unit type of the paper (`paper_method.md` §2):
+
+* :class:`Categorical` — K logits per unit, softmax policy (§2.2). Bernoulli units (§2.1) are the
+  two-logit case ``Categorical(2, "unit")``: an over-parameterised Bernoulli whose state is the
+  action itself, exactly as in the paper's code.
+* :class:`Gaussian` — a mean per unit, fixed sigma on the pre-activation, identity or ReLU after (§2.5).
+
+Shapes: ``B`` examples, ``U`` units, ``K`` actions. Pre-activations ``z`` are ``(B, U*K)`` with unit
+``u`` owning columns ``u*K .. u*K+K-1`` (the row-major reshape of the paper's code).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+
+from async_coagents.errors import ConfigError
+
+#: The epsilon inside the log of every categorical score, log(pi_a + 1e-5) (§2.1).
+LOG_EPS = 1e-5
+#: The epsilon added to probabilities before the entropy is measured (§4.3).
+ENTROPY_EPS = 1e-9
+
+NORMALISATIONS = ("index", "unit", "symmetric")
+
+
+class UnitFamily(Protocol):
+    """What a coagent layer needs from its units. ``dist`` is the family's policy parameters."""
+
+    n_logits: int
+
+    def policy(self, z: np.ndarray) -> np.ndarray: ...
+    def sample(self, dist: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+    def greedy(self, dist: np.ndarray) -> np.ndarray: ...
+    def transition(self, action: np.ndarray) -> np.ndarray: ...
+    def log_prob(self, dist: np.ndarray, action: np.ndarray) -> np.ndarray: ...
+    def score_grad(self, dist: np.ndarray, action: np.ndarray) -> np.ndarray: ...
+    def entropy(self, dist: np.ndarray) -> np.ndarray: ...
+    def activity(self, action: np.ndarray) -> np.ndarray: ...
+
+
+class Categorical:
+    """K-action softmax units (§2.1 for K = 2, §2.2 in general).
+
+    ``normalisation`` is the state passed on for action index ``a`` (§2.2 ``mode_normalization``):
+    ``"index"`` -> ``a`` (mode 1), ``"unit"`` -> ``a/(K-1)`` (mode 2), ``"symmetric"`` ->
+    ``2a/(K-1) - 1`` (mode 3, used by the paper's representation experiments).
+    """
+
+    def __init__(self, n_actions: int = 2, normalisation: str = "unit") -> None:
+        if not isinstance(n_actions, int) or n_actions < 2:
+            raise ConfigError(f"n_actions must be an integer >= 2, got {n_actions!r}")
+        if normalisation not in NORMALISATIONS:
+            raise ConfigError(
+                f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}"
+            )
+        self.n_actions = n_actions
+        self.n_logits = n_actions
+        self.normalisation = normalisation
+
+    def __repr__(self) -> str:
+        return f"Categorical(n_actions={self.n_actions}, normalisation={self.normalisation!r})"
+
+    def policy(self, z: np.ndarray) -> np.ndarray:
+        """Softmax over each unit's K logits: ``z (B, U*K)`` -> probabilities ``(B, U, K)``."""
+        z = z.reshape(z.shape[0], -1, self.n_actions)
+        e = np.exp(z - z.max(axis=2, keepdims=True))
+        e /= e.sum(axis=2, keepdims=True)
+        return e
+
+    def sample(self, dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One action index per unit, ``(B, U)`` int: inverse-CDF with one uniform per unit."""
+        u = rng.random(dist.shape[:2], dtype=dist.dtype)
+        if self.n_actions == 2:
+            return (u >= dist[:, :, 0]).astype(np.intp)
+        cdf = np.cumsum(dist[:, :, :-1], axis=2)
+        return (cdf <= u[:, :, None]).sum(axis=2)
+
+    def greedy(self, dist: np.ndarray) -> np.ndarray:
+        """The per-unit argmax action ``(B, U)`` (exact ties have probability zero)."""
+        return dist.argmax(axis=2)
+
+    def transition(self, action: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+        """The state passed to the next layer, ``phi(a)`` of §2.2, as floats ``(B, U)``."""
+        h = action.astype(dtype or np.float64)
+        if self.normalisation == "unit":
+            if self.n_actions != 2:
+                h /= self.n_actions - 1
+        elif self.normalisation == "symmetric":
+            h *= 2.0 / (self.n_actions - 1)
+            h -= 1.0
+        return h
+
+    def _chosen(self, dist: np.ndarray, action: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(dist, action[:, :, None], axis=2)[:, :, 0]
+
+    def log_prob(self, dist: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """``log(pi(a|s) + 1e-5)`` per unit, ``(B, U)`` (§2.1: the epsilon is inside the log)."""
+        return np.log(self._chosen(dist, action) + LOG_EPS)
+
+    def score_grad(self, dist: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """d log(pi_a + eps) / dz = pi_a/(pi_a + eps) * (1[k=a] - pi_k), ``(B, U*K)`` (§3.0)."""
+        p_a = self._chosen(dist, action)
+        g = -dist
+        np.put_along_axis(g, action[:, :, None], (1.0 - p_a)[:, :, None], axis=2)
+        g *= (p_a / (p_a + LOG_EPS))[:, :, None]
+        return g.reshape(dist.shape[0], -1)
+
+    def entropy(self, dist: np.ndarray) -> np.ndarray:
+        """Per-example, per-unit entropy in nats with ``p + 1e-9`` (§4.3), ``(B, U)``."""
+        p = dist + ENTROPY_EPS
+        return -(p * np.log(p)).sum(axis=2)
+
+    def activity(self, action: np.ndarray) -> np.ndarray:
+        """How 'on' each unit is, in [0, 1]: ``a/(K-1)`` (§4.4; normalised for K > 2, see docs)."""
+        return action / (self.n_actions - 1)
+
+
+def Bernoulli() -> Categorical:
+    """Binary units as the paper codes them: a two-logit softmax whose state is the action (§2.1)."""
+    return Categorical(2, "unit")
+
+
+ACTIVATIONS = ("identity", "relu")
+
+
+class Gaussian:
+    """Gaussian units with a fixed sigma on the pre-activation (§2.5).
+
+    ``dist`` is the mean ``(B, U)``; the action is the sampled pre-activation ``a ~ N(mu, sigma^2)``
+    and the state passed on is ``phi(a)`` with ``phi`` identity or ReLU. The score is taken on the
+    pre-activation, so it does not depend on ``phi``.
+    """
+
+    n_logits = 1
+
+    def __init__(self, sigma: float = 0.5, activation: str = "identity") -> None:
+        if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
+            raise ConfigError(f"sigma must be a finite number > 0, got {sigma!r}")
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.sigma = float(sigma)
+        self.activation = activation
+        self._inv_var = 1.0 / (self.sigma * self.sigma)
+
+    def __repr__(self) -> str:
+        return f"Gaussian(sigma={self.sigma}, activation={self.activation!r})"
+
+    def policy(self, z: np.ndarray) -> np.ndarray:
+        """The means are the pre-activations themselves, ``(B, U)``."""
+        return z
+
+    def sample(self, dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``a = mu + sigma * eps``, ``(B, U)``."""
+        noise = rng.standard_normal(dist.shape, dtype=dist.dtype)
+        noise *= self.sigma
+        noise += dist
+        return noise
+
+    def greedy(self, dist: np.ndarray) -> np.ndarray:
+        """The mean (§2.5: greedy ``a = mu``)."""
+        return dist
+
+    def transition(self, action: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+        """``phi(a)``: identity or ReLU."""
+        if self.activation == "relu":
+            return np.maximum(action, 0.0)
+        return action
+
+    def log_prob(self, dist: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """``log N(a; mu, sigma^2)`` per unit, ``(B, U)``."""
+        d = action - dist
+        return -0.5 * d * d * self._inv_var - math.log(self.sigma * math.sqrt(2 * math.pi))
+
+    def score_grad(self, dist: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """d log N(a; mu, sigma^2) / d mu = (a - mu) / sigma^2, ``(B, U)`` (§3.0)."""
+        g = action - dist
+        g *= self._inv_var
+        return g
+
+    def entropy(self, dist: np.ndarray) -> np.ndarray:
+        """Differential entropy ``0.5 log(2 pi e sigma^2)`` (constant: sigma is fixed), ``(B, U)``."""
+        h = 0.5 * math.log(2 * math.pi * math.e * self.sigma * self.sigma)
+        return np.full(dist.shape, h, dtype=dist.dtype)
+
+    def activity(self, action: np.ndarray) -> np.ndarray:
+        """1 where the greedy state ``phi(mu)`` is non-zero (active unit), else 0."""
+        return (self.transition(action) != 0).astype(action.dtype)
+
+
+def make_unit(
+    family: str, *, n_actions: int = 2, normalisation: str = "unit", sigma: float = 0.5,
+    activation: str = "identity",
+) -> Categorical | Gaussian:
+    """Build a unit family by name: ``bernoulli``, ``categorical`` or ``gaussian``."""
+    if family == "bernoulli":
+        return Bernoulli()
+    if family == "categorical":
+        return Categorical(n_actions, normalisation)
+    if family == "gaussian":
+        return Gaussian(sigma, activation)
+    raise ConfigError(
+        f"unit family must be 'bernoulli', 'categorical' or 'gaussian', got {family!r}"
+    )
