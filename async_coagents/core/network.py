@@ -1,0 +1,443 @@
+"""From a network specification to wired-up layer agents.
+
+:class:`NetworkSpec` says what to build (units, rule, critic, optimizer, options) and validates it;
+:func:`build_network` turns it into a :class:`Network`: the layer agents bottom to top, the
+objective that turns predictions into rewards, and, for the input-state baseline (§3.4), the agent
+that turns rewards into advantages before they are broadcast.
+
+Learners (``learner``):
+
+* ``coagent`` — stochastic hidden layers, each an agent, and an output that is a supervised
+  read-out (discrete units, §1.2) or a Gaussian coagent (Gaussian units, §3.3). With Gaussian
+  units a ``partition`` string over ``d``/``s`` groups deterministic layers with the stochastic
+  layer above them into one agent that backpropagates inside the group only (§2.6).
+* ``backprop`` — a plain MLP trained end to end (§2.8); ``straight-through`` — the same with
+  stochastic binary units and the straight-through gradient (§2.7); ``policy-gradient`` — a ReLU
+  MLP whose output is the mean of a Gaussian policy, REINFORCE through backprop (§3.11).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+
+from async_coagents.core import seeding
+from async_coagents.core.baselines import EmaBaseline, NoBaseline, StateBaseline
+from async_coagents.core.critics import ActionValueCritic
+from async_coagents.core.layers import CoagentLayer, Readout
+from async_coagents.core.mlp import MLP
+from async_coagents.core.objectives import Classification, Regression, make_objective
+from async_coagents.core.optim import make_optimizer
+from async_coagents.core.rules import get_rule
+from async_coagents.core.units import Gaussian, make_unit
+from async_coagents.errors import CheckpointError, ConfigError, ProtocolError
+
+LEARNERS = ("coagent", "backprop", "straight-through", "policy-gradient")
+UNIT_FAMILIES = ("bernoulli", "categorical", "gaussian")
+OUTPUTS = ("readout", "gaussian")
+DTYPES = ("float32", "float64")
+# Components of a layer that draw their own initialisation stream.
+_POLICY, _CRITIC = 0, 1
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Everything that defines a network and how its agents learn. Defaults follow the paper's
+    MNIST experiments (§6.3): 64 binary units per layer, RMSprop with lr 2^-11."""
+
+    n_inputs: int
+    n_outputs: int
+    task: str = "classification"
+    learner: str = "coagent"
+    hidden: tuple[int, ...] = (64,)
+    units: str = "bernoulli"
+    n_actions: int = 2
+    normalisation: str = "unit"
+    sigma: float = 0.5
+    activation: str | None = None
+    partition: str | None = None
+    output: str | None = None
+    rule: str = "baseline"
+    baseline_decay: float = 0.99
+    optimizer: str = "rmsprop"
+    lr: float = 2.0 ** -11
+    rmsprop_beta: float = 0.99
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    eps: float = 1e-8
+    critic_layers: int = 1
+    critic_units: int = 1024
+    critic_lr_ratio: float = 2.0
+    reinforce_updates: int = 0
+    subset: int | None = None
+    subset_every: int = 1
+    freeze_at: tuple[int | None, ...] | None = None
+    update_every: int | tuple[int, ...] = 1
+    dtype: str = "float32"
+    max_pending: int = 1024
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        if self.freeze_at is not None:
+            object.__setattr__(self, "freeze_at", tuple(self.freeze_at))
+        if not isinstance(self.update_every, int):
+            object.__setattr__(self, "update_every", tuple(self.update_every))
+        self._validate()
+
+    # ---- validation -------------------------------------------------------------------------
+    def _validate(self) -> None:
+        _positive_int("n_inputs", self.n_inputs)
+        _positive_int("n_outputs", self.n_outputs)
+        _choice("learner", self.learner, LEARNERS)
+        _choice("units", self.units, UNIT_FAMILIES)
+        _choice("dtype", self.dtype, DTYPES)
+        for i, width in enumerate(self.hidden):
+            _positive_int(f"hidden[{i}]", width)
+        for name in ("lr", "sigma", "critic_lr_ratio", "eps"):
+            value = getattr(self, name)
+            if not (_is_number(value) and value > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+        for name in ("rmsprop_beta", "adam_beta1", "adam_beta2", "baseline_decay"):
+            value = getattr(self, name)
+            if not (_is_number(value) and 0 <= value < 1):
+                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        _positive_int("critic_units", self.critic_units)
+        _nonnegative_int("critic_layers", self.critic_layers)
+        _nonnegative_int("reinforce_updates", self.reinforce_updates)
+        _positive_int("subset_every", self.subset_every)
+        _positive_int("max_pending", self.max_pending)
+        rule = get_rule(self.rule)
+        make_objective(self.task, self.n_outputs)
+        if self.reinforce_updates and not rule.reinforce_phase:
+            raise ConfigError(
+                f"reinforce_updates applies only to the rules with a REINFORCE phase "
+                f"(ac-reinforce, ac-offpolicy-reinforce), not to {self.rule!r}"
+            )
+        if self.learner in ("backprop", "straight-through"):
+            if self.activation is not None:
+                allowed = ("relu", "tanh", "sigmoid") if self.learner == "backprop" else ()
+                if self.activation not in allowed:
+                    raise ConfigError(
+                        f"activation for learner {self.learner!r} must be one of {allowed}, "
+                        f"got {self.activation!r}"
+                    )
+            return
+        if self.activation not in (None, "identity", "relu"):
+            raise ConfigError(
+                f"activation of Gaussian units must be 'identity' or 'relu', got {self.activation!r}"
+            )
+        if self.activation is not None and self.units != "gaussian":
+            raise ConfigError(f"activation applies to Gaussian units, not to {self.units!r} units")
+        if self.learner == "policy-gradient":
+            if rule.critic or rule.baseline not in ("none", "ema"):
+                raise ConfigError(
+                    "policy-gradient through backprop (§3.11) takes rule 'reinforce' or "
+                    f"'baseline', got {self.rule!r}"
+                )
+            return
+        if self.output is not None:
+            _choice("output", self.output, OUTPUTS)
+        if self.units == "categorical" and (not isinstance(self.n_actions, int)
+                                            or self.n_actions < 2):
+            raise ConfigError(f"n_actions must be an integer >= 2, got {self.n_actions!r}")
+        if self.partition is not None:
+            if self.units != "gaussian":
+                raise ConfigError("partition applies only to Gaussian units (§2.6)")
+            if len(self.partition) != len(self.hidden) or set(self.partition) - {"d", "s"}:
+                raise ConfigError(
+                    f"partition must be one letter 'd' or 's' per hidden layer "
+                    f"({len(self.hidden)} here), got {self.partition!r}"
+                )
+        if self.subset is not None:
+            _positive_int("subset", self.subset)
+            if self.subset > min(self.hidden, default=0):
+                raise ConfigError(
+                    f"subset ({self.subset}) exceeds the narrowest hidden layer "
+                    f"({min(self.hidden)} units)"
+                )
+        if self.freeze_at is not None:
+            n_hidden = sum(kind == "coagent" for kind, _ in self.layer_plan())
+            if len(self.freeze_at) != n_hidden:
+                raise ConfigError(
+                    f"freeze_at needs one entry per stochastic hidden layer ({n_hidden}), "
+                    f"got {len(self.freeze_at)}"
+                )
+            for i, at in enumerate(self.freeze_at):
+                if at is not None:
+                    _nonnegative_int(f"freeze_at[{i}]", at)
+        if not isinstance(self.update_every, int):
+            n_layers = len(self.layer_plan())
+            if len(self.update_every) != n_layers:
+                raise ConfigError(
+                    f"update_every needs one entry per layer agent ({n_layers}), got "
+                    f"{len(self.update_every)}"
+                )
+            for i, every in enumerate(self.update_every):
+                _positive_int(f"update_every[{i}]", every)
+        else:
+            _positive_int("update_every", self.update_every)
+
+    # ---- derived ----------------------------------------------------------------------------
+    @property
+    def resolved_output(self) -> str:
+        """``readout`` or ``gaussian``: the explicit choice, else the paper's default (§1.2)."""
+        if self.output is not None:
+            return self.output
+        return "gaussian" if self.units == "gaussian" else "readout"
+
+    @property
+    def resolved_activation(self) -> str:
+        if self.activation is not None:
+            return self.activation
+        return "relu" if self.learner in ("backprop", "policy-gradient") else "identity"
+
+    def layer_plan(self) -> list[tuple[str, list[int]]]:
+        """Each layer agent as ``(kind, policy MLP sizes)``, bottom to top; kinds are
+        ``coagent`` (hidden), ``gaussian-output`` and ``readout``."""
+        if self.learner in ("backprop", "straight-through"):
+            return [("readout", [self.n_inputs, *self.hidden, self.n_outputs])]
+        if self.learner == "policy-gradient":
+            return [("gaussian-output", [self.n_inputs, *self.hidden, self.n_outputs])]
+        k = 1 if self.units == "gaussian" else (2 if self.units == "bernoulli" else self.n_actions)
+        partition = self.partition or "s" * len(self.hidden)
+        plan, sizes = [], [self.n_inputs]
+        for width, letter in zip(self.hidden, partition, strict=True):
+            if letter == "d":
+                sizes.append(width)
+                continue
+            plan.append(("coagent", [*sizes, width * k]))
+            sizes = [width]
+        kind = "readout" if self.resolved_output == "readout" else "gaussian-output"
+        plan.append((kind, [*sizes, self.n_outputs]))
+        return plan
+
+    def update_every_for(self, index: int) -> int:
+        if isinstance(self.update_every, int):
+            return self.update_every
+        return self.update_every[index]
+
+    def to_dict(self) -> dict:
+        """Plain types only (lists for tuples), for configs and checkpoints."""
+        d = asdict(self)
+        for key, value in d.items():
+            if isinstance(value, tuple):
+                d[key] = list(value)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NetworkSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown network setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def pretraining_twin(self) -> NetworkSpec:
+        """The backprop MLP of the same widths that pre-trains this network (§5.4)."""
+        return replace(self, learner="backprop", activation="relu", partition=None, output=None,
+                       rule="reinforce", freeze_at=None, subset=None, reinforce_updates=0,
+                       update_every=1)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _nonnegative_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+class InputBaseline:
+    """The input-state baseline of §3.4 as an agent at the network input.
+
+    It sees each batch's input at forward time; when the reward arrives it returns the advantage
+    ``r - V(x)`` (with the pre-update ``V``), which the coordinator broadcasts instead of ``r``,
+    then takes its own step toward ``r``. Layers above the first never see ``x``, so this is the
+    one place the advantage can be formed.
+    """
+
+    kind = "input-baseline"
+    name = "input-baseline"
+
+    def __init__(self, baseline: StateBaseline, max_pending: int = 1024) -> None:
+        self.baseline = baseline
+        self.max_pending = max_pending
+        self._inputs: dict[int, np.ndarray] = {}
+
+    def forward(self, sid: int, x: np.ndarray) -> None:
+        self._inputs[sid] = np.asarray(x, dtype=self.baseline.value_fn.dtype)
+        if len(self._inputs) > self.max_pending:
+            del self._inputs[next(iter(self._inputs))]
+
+    def advantage(self, sid: int, r: np.ndarray) -> np.ndarray | None:
+        """``r - V(x)`` for batch ``sid`` (``None`` for an unknown batch), then learn."""
+        x = self._inputs.pop(sid, None)
+        if x is None:
+            return None
+        r = np.asarray(r, dtype=x.dtype)
+        if r.shape != (len(x),) or not np.isfinite(r).all():
+            raise ProtocolError(f"input baseline: reward for batch {sid} is malformed or not finite")
+        g = self.baseline.advantage(r, x)
+        self.baseline.learn(r, x)
+        return g
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "baseline": self.baseline.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("kind") != self.kind:
+            raise CheckpointError("checkpoint has no input-baseline state")
+        self.baseline.load_state_dict(state["baseline"])
+        self._inputs.clear()
+
+
+class Network:
+    """The layer agents of one network, bottom to top, and what the coordinator needs besides."""
+
+    def __init__(self, spec: NetworkSpec, layers: list, objective: Classification | Regression,
+                 input_baseline: InputBaseline | None = None) -> None:
+        self.spec = spec
+        self.layers = layers
+        self.objective = objective
+        self.input_baseline = input_baseline
+
+    @property
+    def output(self):
+        return self.layers[-1]
+
+    @property
+    def hidden(self) -> list[CoagentLayer]:
+        """The stochastic hidden layers (whose entropy and sparsity are measured, §4.3-4.4)."""
+        return [layer for layer in self.layers[:-1] if isinstance(layer, CoagentLayer)]
+
+    def act(self, x: np.ndarray) -> np.ndarray:
+        """Greedy prediction (§4.2): argmax units, Gaussian means, deterministic output."""
+        return self.act_with_policies(x)[0]
+
+    def act_with_policies(self, x: np.ndarray) -> tuple[np.ndarray, list[tuple]]:
+        """Greedy prediction and, for each hidden layer, ``(dist, greedy action)``."""
+        h, seen = x, []
+        for layer in self.layers[:-1]:
+            h, dist, action = layer.act(h)
+            seen.append((dist, action))
+        out = self.output.act(h)
+        if isinstance(out, tuple):  # a Gaussian output coagent returns (phi(mu), mu, mu)
+            out = out[0]
+        return out, seen
+
+    def state_dict(self) -> dict:
+        return {
+            "spec": self.spec.to_dict(),
+            "layers": [layer.state_dict() for layer in self.layers],
+            "input_baseline": None if self.input_baseline is None
+            else self.input_baseline.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["layers"]) != len(self.layers):
+            raise CheckpointError(
+                f"checkpoint has {len(state['layers'])} layers, the network has {len(self.layers)}"
+            )
+        for layer, layer_state in zip(self.layers, state["layers"], strict=True):
+            layer.load_state_dict(layer_state)
+        if (state["input_baseline"] is None) != (self.input_baseline is None):
+            raise CheckpointError("checkpoint and network disagree on the input baseline")
+        if self.input_baseline is not None:
+            self.input_baseline.load_state_dict(state["input_baseline"])
+
+
+def build_network(spec: NetworkSpec, seed: int) -> Network:
+    """Build every layer agent of ``spec`` with its own init and sampling streams of ``seed``."""
+    objective = make_objective(spec.task, spec.n_outputs)
+    rule = get_rule(spec.rule)
+    dtype = np.dtype(spec.dtype)
+    plan = spec.layer_plan()
+
+    def optimizer(size: int, lr: float):
+        hyper = {"eps": spec.eps}
+        if spec.optimizer == "rmsprop":
+            hyper["beta"] = spec.rmsprop_beta
+        elif spec.optimizer == "adam":
+            hyper.update(beta1=spec.adam_beta1, beta2=spec.adam_beta2)
+        else:
+            hyper = {}
+        return make_optimizer(spec.optimizer, size, lr, dtype, **hyper)
+
+    def baseline(n_in: int):
+        if rule.baseline == "ema":
+            return EmaBaseline(spec.baseline_decay)
+        if rule.baseline == "layer-state":
+            return StateBaseline(n_in, optimizer(n_in + 1, spec.lr), dtype)
+        return NoBaseline()
+
+    layers: list = []
+    names = _layer_names(plan)
+    for index, (kind, sizes) in enumerate(plan):
+        init_rng = seeding.generator(seed, "init", index, _POLICY)
+        sampling_rng = seeding.generator(seed, "sampling", index)
+        common = {"update_every": spec.update_every_for(index), "max_pending": spec.max_pending}
+        activation = spec.resolved_activation
+        if kind == "readout":
+            if spec.learner == "straight-through":
+                activation = "straight_through"
+            net = MLP(sizes, activation, rng=init_rng, dtype=dtype)
+            layers.append(Readout(names[index], net, objective,
+                                  optimizer(net.params.size, spec.lr),
+                                  sampling_rng=sampling_rng, **common))
+            continue
+        is_output = kind == "gaussian-output"
+        if is_output:
+            unit = Gaussian(spec.sigma, "identity")
+        else:
+            unit = make_unit(spec.units, n_actions=spec.n_actions,
+                             normalisation=spec.normalisation, sigma=spec.sigma,
+                             activation=activation)
+        # A partition group's deterministic layers use the units' activation (§2.6).
+        net = MLP(sizes, activation, rng=init_rng, dtype=dtype)
+        critic = None
+        if rule.critic and index > 0:  # layer 0 has no one to credit: its critic is never read
+            n_units = sizes[-1] // unit.n_logits
+            critic = ActionValueCritic(
+                sizes[0], n_units, spec.critic_layers, spec.critic_units,
+                lambda size: optimizer(size, spec.lr * spec.critic_lr_ratio),
+                rng=seeding.generator(seed, "init", index, _CRITIC), dtype=dtype)
+        upper_has_critic = bool(rule.critic) and index + 1 < len(plan) and (
+            plan[index + 1][0] != "readout")
+        hidden_index = None if is_output else sum(k == "coagent" for k, _ in plan[:index])
+        layers.append(CoagentLayer(
+            names[index], net, unit, optimizer(net.params.size, spec.lr),
+            sampling_rng=sampling_rng,
+            baseline=baseline(sizes[0]),
+            critic=critic, critic_mode=rule.critic if critic is not None else None,
+            critic_target=rule.critic_target,
+            listens_to_feedback=upper_has_critic,
+            reinforce_updates=spec.reinforce_updates,
+            subset_size=spec.subset if hidden_index is not None else None,
+            subset_every=spec.subset_every,
+            freeze_at=spec.freeze_at[hidden_index] if (
+                spec.freeze_at is not None and hidden_index is not None) else None,
+            **common,
+        ))
+    input_baseline = None
+    if rule.baseline == "input-state":
+        input_baseline = InputBaseline(
+            StateBaseline(spec.n_inputs, optimizer(spec.n_inputs + 1, spec.lr), dtype),
+            spec.max_pending)
+    return Network(spec, layers, objective, input_baseline)
+
+
+def _layer_names(plan: list[tuple[str, list[int]]]) -> list[str]:
+    return [f"layer{i}" if kind == "coagent" else "output" for i, (kind, _) in enumerate(plan)]

@@ -1,0 +1,97 @@
+"""What the network is asked to do: the per-example reward ``r = -loss`` broadcast to every agent
+(`paper_method.md` §1.1), the supervised gradient of a read-out layer (§3.0) and the task metrics.
+
+Classification: ``r = log softmax(o)_y = -CE(o, y)``. Regression: ``r = -(y_hat - y)^2``.
+Predictions are ``(B, C)`` logits or ``(B, 1)``; targets are ``(B,)`` class indices or values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from async_coagents.errors import ConfigError, ProtocolError
+
+
+def log_softmax(o: np.ndarray) -> np.ndarray:
+    """Row-wise ``log softmax``, ``(B, C)``."""
+    z = o - o.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+class Classification:
+    """Cross-entropy over ``n_classes`` logits."""
+
+    kind = "classification"
+
+    def __init__(self, n_classes: int) -> None:
+        self.n_classes = n_classes
+
+    def check_target(self, y: np.ndarray, batch: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.shape != (batch,) or y.dtype.kind not in "iu":
+            raise ProtocolError(
+                f"classification targets must be {batch} integer labels, got dtype {y.dtype} "
+                f"shape {y.shape}"
+            )
+        if y.size and (y.min() < 0 or y.max() >= self.n_classes):
+            raise ProtocolError(f"labels must lie in [0, {self.n_classes}), got {y.min()}..{y.max()}")
+        return y
+
+    def reward(self, prediction: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``r_b = log softmax(o_b)_{y_b}``, ``(B,)``."""
+        return log_softmax(prediction)[np.arange(len(y)), y]
+
+    def loss_grad(self, prediction: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Gradient of the batch-mean CE: ``(softmax(o) - e_y) / B``, ``(B, C)`` (§3.0)."""
+        g = np.exp(log_softmax(prediction))
+        g[np.arange(len(y)), y] -= 1.0
+        g /= len(y)
+        return g
+
+    def metrics(self, prediction: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Accuracy and mean cross-entropy of greedy predictions."""
+        return {
+            "accuracy": float(np.mean(prediction.argmax(axis=1) == y)),
+            "ce": float(-np.mean(self.reward(prediction, y))),
+        }
+
+
+class Regression:
+    """Squared error of one scalar output."""
+
+    kind = "regression"
+    n_classes = None
+
+    def check_target(self, y: np.ndarray, batch: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.shape != (batch,) or y.dtype.kind != "f":
+            raise ProtocolError(
+                f"regression targets must be {batch} floats, got dtype {y.dtype} shape {y.shape}"
+            )
+        return y
+
+    def reward(self, prediction: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``r_b = -(y_hat_b - y_b)^2``, ``(B,)`` (targets are per example: no broadcasting, §9.9)."""
+        d = prediction[:, 0] - y
+        return -(d * d)
+
+    def loss_grad(self, prediction: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Gradient of the batch-mean MSE: ``2 (y_hat - y) / B``, ``(B, 1)`` (§3.0)."""
+        return (2.0 / len(y)) * (prediction - y[:, None])
+
+    def metrics(self, prediction: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Mean squared error of greedy predictions."""
+        return {"mse": float(-np.mean(self.reward(prediction, y)))}
+
+
+def make_objective(task: str, n_outputs: int) -> Classification | Regression:
+    """``classification`` with ``n_outputs`` classes, or ``regression`` with one output."""
+    if task == "classification":
+        if n_outputs < 2:
+            raise ConfigError(f"classification needs at least 2 classes, got {n_outputs}")
+        return Classification(n_outputs)
+    if task == "regression":
+        if n_outputs != 1:
+            raise ConfigError(f"regression has exactly one output, got {n_outputs}")
+        return Regression()
+    raise ConfigError(f"task must be 'classification' or 'regression', got {task!r}")
