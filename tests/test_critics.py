@@ -84,12 +84,12 @@ def test_off_policy_target_uses_the_sampled_input_not_the_greedy_path():
     x = np.random.default_rng(1).normal(size=(64, 4))
     forward(net, 0, x)
     s1_sampled = l1._pending[0].x.copy()
-    s1_greedy = l0.act(x)[0]
+    s1_greedy = l0.act(x)
     assert (s1_sampled != s1_greedy).any()
     feedback = l1.reward(0, np.zeros(64))
     q = l1.critic.value
-    np.testing.assert_allclose(feedback, q(s1_sampled, l1.act(s1_sampled)[0]))
-    assert not np.allclose(feedback, q(s1_greedy, l1.act(s1_greedy)[0]))
+    np.testing.assert_allclose(feedback, q(s1_sampled, l1.act(s1_sampled)))
+    assert not np.allclose(feedback, q(s1_greedy, l1.act(s1_greedy)))
 
 
 def test_ac_mc_reconstruction_regresses_every_critic_to_the_reward():

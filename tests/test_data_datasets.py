@@ -6,7 +6,6 @@ skipped when it is absent, unless ``COAGENTS_REQUIRE_DATA=1``, which makes its a
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from async_coagents.data.datasets import (
 )
 from async_coagents.data.idx import read_idx, write_idx
 from async_coagents.errors import ConfigError, DataError
+from tests.conftest import require_dataset
 
 N_TRAIN, N_TEST = 60, 20  # 6 training images per class -> 10 validation (1 per class), 50 train
 
@@ -204,13 +204,8 @@ def test_stratified_split_exact_total_and_proportional_classes():
 @pytest.fixture(scope="module")
 def fashion():
     # module scope: set up before the function-scoped fixture above hides $COAGENTS_DATA_DIR
-    try:
-        directory = find_dataset("fashion-mnist")
-    except DataError as exc:
-        if os.environ.get("COAGENTS_REQUIRE_DATA") == "1":
-            pytest.fail(f"COAGENTS_REQUIRE_DATA=1 but Fashion-MNIST is missing: {exc}")
-        pytest.skip("Fashion-MNIST not found (set COAGENTS_DATA_DIR)")
-    return directory, load_dataset("fashion-mnist")
+    dataset = require_dataset("fashion-mnist")
+    return find_dataset("fashion-mnist"), dataset
 
 
 def test_real_fashion_mnist_shapes_and_range(fashion):

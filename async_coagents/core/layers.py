@@ -24,6 +24,7 @@ import numpy as np
 
 from async_coagents.core.baselines import EmaBaseline, NoBaseline, StateBaseline
 from async_coagents.core.critics import ActionValueCritic
+from async_coagents.core.metrics import LayerActivity
 from async_coagents.core.mlp import MLP
 from async_coagents.core.objectives import Classification, Regression
 from async_coagents.core.optim import Optimizer, make_optimizer
@@ -46,10 +47,23 @@ class LayerStats:
     unknown: int = 0
     staleness_sum: int = 0
     staleness_max: int = 0
+    interval_applied: int = 0
+    interval_staleness_sum: int = 0
+    interval_staleness_max: int = 0
 
     def record_staleness(self, staleness: int) -> None:
         self.staleness_sum += staleness
         self.staleness_max = max(self.staleness_max, staleness)
+        self.interval_applied += 1
+        self.interval_staleness_sum += staleness
+        self.interval_staleness_max = max(self.interval_staleness_max, staleness)
+
+    def take_interval(self) -> tuple[float, int]:
+        """Mean and max staleness of the updates since the last call; starts a new interval."""
+        mean = self.interval_staleness_sum / self.interval_applied if self.interval_applied else 0.0
+        peak = self.interval_staleness_max
+        self.interval_applied = self.interval_staleness_sum = self.interval_staleness_max = 0
+        return mean, peak
 
     def as_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -71,6 +85,16 @@ class _Pending:
         self.x, self.cache, self.out, self.version = x, cache, out, version
         self.dist, self.action, self.mask, self.greedy = dist, action, mask, greedy
         self.reward = self.feedback = None
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> _Pending:
+        entry = cls(d["x"], list(d["cache"]), d["out"], int(d["version"]), d["dist"],
+                    d["action"], d["mask"], bool(d["greedy"]))
+        entry.reward, entry.feedback = d["reward"], d["feedback"]
+        return entry
 
 
 class _Layer:
@@ -178,19 +202,20 @@ class _Layer:
 
     # ---- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything needed to continue bit-exactly from a quiescent point (no batch in flight)."""
+        """Everything needed to continue bit-exactly, batches in flight included."""
         state = {
             "kind": self.kind, "name": self.name, "sizes": list(self.net.sizes),
             "params": self.net.params.copy(), "optimizer": self.optimizer.state_dict(),
             "version": self.version, "stats": self.stats.as_dict(),
             "accumulated": None if self._accumulated is None else self._accumulated.copy(),
             "accumulated_batches": self._accumulated_batches,
+            "pending": [[sid, entry.to_dict()] for sid, entry in self._pending.items()],
         }
         state.update(self._extra_state())
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`; batches in flight are forgotten (they cannot be resumed)."""
+        """Restore :meth:`state_dict`, batches in flight included."""
         for key in ("kind", "name"):
             if state.get(key) != getattr(self, key):
                 raise CheckpointError(
@@ -209,7 +234,8 @@ class _Layer:
         if self._accumulated is not None:
             self._accumulated[...] = state["accumulated"]
         self._accumulated_batches = int(state["accumulated_batches"])
-        self._pending.clear()
+        self._pending = OrderedDict((int(sid), _Pending.from_dict(entry))
+                                    for sid, entry in state["pending"])
         self._load_extra_state(state)
 
     def _extra_state(self) -> dict:
@@ -326,12 +352,16 @@ class CoagentLayer(_Layer):
         entry.feedback = self._check_signal(sid, "feedback", y, len(entry.x))
         return self._learn_if_complete(sid, entry)
 
-    def act(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Greedy forward for evaluation (§4.2): ``(phi(greedy), dist, greedy action)``."""
+    def act(self, x: np.ndarray) -> np.ndarray:
+        """Greedy forward for evaluation (§4.2): ``phi(greedy action)``, ``(B, U)``."""
+        return self.measure(x)[0]
+
+    def measure(self, x: np.ndarray) -> tuple[np.ndarray, LayerActivity]:
+        """Greedy forward and this layer's entropy and activity sums on it (§4.3, §4.4)."""
         x = np.asarray(x, dtype=self.dtype)
         dist = self.unit.policy(self.policy(x))
         action = self.unit.greedy(dist)
-        return self.unit.transition(action, self.dtype), dist, action
+        return self.unit.transition(action, self.dtype), LayerActivity.of(self.unit, dist, action)
 
     @property
     def policy(self) -> MLP:

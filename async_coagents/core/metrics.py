@@ -7,29 +7,40 @@ policies and its sparsity, measured on the greedy pass (`paper_method.md` §4.2-
   units the fraction of units whose greedy output is 1 (lower is sparser), for K actions the greedy
   index divided by K-1 (the paper's code leaves it unnormalised, §9.10), for Gaussian units the
   fraction with a non-zero greedy output.
+
+A layer reports sums (:class:`LayerActivity`) so that chunks — and remote layers — combine cheaply.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 
 class LayerActivity:
-    """Running per-unit entropy and activity sums of one layer over evaluation chunks."""
+    """Per-unit entropy sums and the activity sum of one layer over the examples seen."""
 
-    def __init__(self) -> None:
-        self.n = 0
-        self.entropy_sum: np.ndarray | None = None
-        self.activity_sum = 0.0
-        self.activity_count = 0
+    def __init__(self, n: int = 0, entropy_sum: np.ndarray | None = None,
+                 activity_sum: float = 0.0, activity_count: int = 0) -> None:
+        self.n = n
+        self.entropy_sum = entropy_sum
+        self.activity_sum = activity_sum
+        self.activity_count = activity_count
 
-    def add(self, unit, dist: np.ndarray, action: np.ndarray) -> None:
-        entropy = unit.entropy(dist).sum(axis=0, dtype=np.float64)
-        self.entropy_sum = entropy if self.entropy_sum is None else self.entropy_sum + entropy
+    @classmethod
+    def of(cls, unit, dist: np.ndarray, action: np.ndarray) -> LayerActivity:
+        """The sums for one batch of policies ``dist`` and greedy actions ``action (B, U)``."""
         activity = unit.activity(action)
-        self.activity_sum += float(activity.sum(dtype=np.float64))
-        self.activity_count += activity.size
-        self.n += len(dist)
+        return cls(len(dist), unit.entropy(dist).sum(axis=0, dtype=np.float64),
+                   float(activity.sum(dtype=np.float64)), activity.size)
+
+    def merge(self, other: LayerActivity) -> LayerActivity:
+        if self.entropy_sum is None:
+            return other
+        return LayerActivity(self.n + other.n, self.entropy_sum + other.entropy_sum,
+                             self.activity_sum + other.activity_sum,
+                             self.activity_count + other.activity_count)
 
     def unit_entropy(self) -> np.ndarray:
         """Mean entropy of each unit over the examples seen, ``(U,)``."""
@@ -38,27 +49,38 @@ class LayerActivity:
     def sparsity(self) -> float:
         return self.activity_sum / self.activity_count
 
+    def as_tuple(self) -> tuple:
+        return self.n, self.entropy_sum, self.activity_sum, self.activity_count
 
-def evaluate(network, x: np.ndarray, y: np.ndarray, *, chunk: int = 8192,
-             unit_entropy: bool = False) -> dict:
-    """Greedy evaluation of ``network`` on ``x (N, d)``, ``y (N,)``, in chunks of ``chunk``.
+
+Measure = Callable[[np.ndarray], tuple[np.ndarray, list[LayerActivity]]]
+
+
+def evaluate_with(measure: Measure, objective, x: np.ndarray, y: np.ndarray, *, chunk: int = 8192,
+                  unit_entropy: bool = False) -> dict:
+    """Greedy evaluation through ``measure(x) -> (prediction, activity per hidden layer)``.
 
     Returns the objective's metrics (``accuracy`` and ``ce``, or ``mse``), and per hidden layer
-    lists ``entropy`` and ``sparsity`` (and ``unit_entropy``, lists of per-unit values, on request).
+    lists ``entropy`` and ``sparsity`` (and ``unit_entropy``, per-unit lists, on request).
     """
     if len(x) == 0:
         raise ValueError("cannot evaluate on an empty set")
-    predictions = []
-    layers = network.hidden
-    meters = [LayerActivity() for _ in layers]
+    predictions, meters = [], None
     for start in range(0, len(x), chunk):
-        prediction, seen = network.act_with_policies(x[start:start + chunk])
+        prediction, activity = measure(x[start:start + chunk])
         predictions.append(prediction)
-        for meter, layer, (dist, action) in zip(meters, layers, seen, strict=False):
-            meter.add(layer.unit, dist, action)
-    metrics = network.objective.metrics(np.concatenate(predictions), y)
+        meters = activity if meters is None else [
+            m.merge(a) for m, a in zip(meters, activity, strict=True)]
+    metrics = objective.metrics(np.concatenate(predictions), y)
     metrics["entropy"] = [float(m.unit_entropy().mean()) for m in meters]
     metrics["sparsity"] = [m.sparsity() for m in meters]
     if unit_entropy:
         metrics["unit_entropy"] = [m.unit_entropy().tolist() for m in meters]
     return metrics
+
+
+def evaluate(network, x: np.ndarray, y: np.ndarray, *, chunk: int = 8192,
+             unit_entropy: bool = False) -> dict:
+    """Greedy evaluation of an in-process ``network`` on ``x (N, d)``, ``y (N,)``."""
+    return evaluate_with(network.measure, network.objective, x, y, chunk=chunk,
+                         unit_entropy=unit_entropy)

@@ -27,6 +27,7 @@ from async_coagents.core import seeding
 from async_coagents.core.baselines import EmaBaseline, NoBaseline, StateBaseline
 from async_coagents.core.critics import ActionValueCritic
 from async_coagents.core.layers import CoagentLayer, Readout
+from async_coagents.core.metrics import LayerActivity
 from async_coagents.core.mlp import MLP
 from async_coagents.core.objectives import Classification, Regression, make_objective
 from async_coagents.core.optim import make_optimizer
@@ -241,6 +242,20 @@ class NetworkSpec:
                        update_every=1)
 
 
+def staged_freeze_epochs(epochs: int, n_layers: int) -> list[int | None]:
+    """The paper's staged schedule (§2.4): layer k acts greedily from the first 0-indexed epoch
+    e > floor((k+1) E / L); ``None`` for a layer that never freezes within ``epochs`` (the top one).
+
+    >>> staged_freeze_epochs(150, 3)
+    [51, 101, None]
+    """
+    schedule: list[int | None] = []
+    for k in range(n_layers):
+        first = (k + 1) * epochs // n_layers + 1
+        schedule.append(first if first < epochs else None)
+    return schedule
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -325,18 +340,18 @@ class Network:
 
     def act(self, x: np.ndarray) -> np.ndarray:
         """Greedy prediction (§4.2): argmax units, Gaussian means, deterministic output."""
-        return self.act_with_policies(x)[0]
+        h = x
+        for layer in self.layers:
+            h = layer.act(h)
+        return h
 
-    def act_with_policies(self, x: np.ndarray) -> tuple[np.ndarray, list[tuple]]:
-        """Greedy prediction and, for each hidden layer, ``(dist, greedy action)``."""
-        h, seen = x, []
+    def measure(self, x: np.ndarray) -> tuple[np.ndarray, list[LayerActivity]]:
+        """Greedy prediction and each hidden layer's entropy and activity sums."""
+        h, activity = x, []
         for layer in self.layers[:-1]:
-            h, dist, action = layer.act(h)
-            seen.append((dist, action))
-        out = self.output.act(h)
-        if isinstance(out, tuple):  # a Gaussian output coagent returns (phi(mu), mu, mu)
-            out = out[0]
-        return out, seen
+            h, measured = layer.measure(h)
+            activity.append(measured)
+        return self.output.act(h), activity
 
     def state_dict(self) -> dict:
         return {

@@ -1,0 +1,212 @@
+"""The ``coagents`` command line: train, resume, eval, plot, configs, datasets, bench.
+
+Imports are made inside each command, so ``coagents --help`` is instant and ``coagents bench`` can
+pin numpy to one thread before numpy is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+from async_coagents import __version__
+from async_coagents.errors import CoagentsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return args.handler(args) or 0
+    except CoagentsError as exc:
+        print(f"coagents {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("coagents: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coagents",
+        description="Coagent networks: neural networks trained as teams of reinforcement-learning "
+                    "agents, in process or as asynchronous Ray actors.")
+    parser.add_argument("--version", action="version", version=f"async_coagents {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a config (default: quickstart) into a run directory",
+                       description="Train a built-in config (by name) or a TOML file. A list where "
+                                   "one value is expected is a sweep: every combination runs.")
+    p.add_argument("config", nargs="?", default="quickstart",
+                   help="built-in config name (see `coagents configs`) or path to a .toml file")
+    p.add_argument("--out", help="run directory (a sweep puts one directory per run inside it); "
+                                 "default runs/<name>-<time>")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key, e.g. --set network.lr=0.001 --set run.seed=[0,1,2]")
+    p.add_argument("--data-dir", help="where to look for dataset files first")
+    p.add_argument("--backend", choices=("local", "ray"), help="shortcut for --set backend.kind=")
+    p.add_argument("--address", help="Ray cluster address (shortcut for --set backend.address=)")
+    p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    p.set_defaults(handler=_train)
+
+    p = sub.add_parser("resume", help="continue a run from its last checkpoint, bit-exactly")
+    p.add_argument("run_dir", help="the run directory")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_resume)
+
+    p = sub.add_parser("eval", help="evaluate the last checkpoint of a run (greedy)")
+    p.add_argument("run_dir")
+    p.add_argument("--train", action="store_true", help="also evaluate on the training split")
+    p.set_defaults(handler=_eval)
+
+    p = sub.add_parser("plot", help="learning curves, entropy and sparsity of runs as PNG files",
+                       description="Runs that differ only in their seed are averaged (mean and "
+                                   "standard error).")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="directory for the PNG files (default: <first run>/plots)")
+    p.add_argument("--metric", help="main metric, e.g. test_accuracy or test_mse")
+    p.add_argument("--smooth", type=float, default=0.0, help="EMA smoothing factor in [0, 1)")
+    p.add_argument("--x", default="step", choices=("step", "samples", "wall_s"))
+    p.set_defaults(handler=_plot)
+
+    p = sub.add_parser("configs", help="list the built-in configs, show one, or the schema")
+    p.add_argument("name", nargs="?", help="show this built-in config")
+    p.add_argument("--schema", action="store_true", help="print every key with type and default")
+    p.set_defaults(handler=_configs)
+
+    p = sub.add_parser("datasets", help="which datasets are available and where")
+    p.add_argument("--data-dir")
+    p.set_defaults(handler=_datasets)
+
+    p = sub.add_parser("bench", help="measure updates/s of the engine (and the Ray backend)",
+                       description="Benchmarks, not tests: prints a table and JSON.")
+    p.add_argument("--quick", action="store_true", help="shorter measurements")
+    p.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
+    p.add_argument("--only", action="append", default=[],
+                   help="run only benchmarks whose name contains this (repeatable)")
+    p.set_defaults(handler=_bench)
+    return parser
+
+
+# ---- commands ----------------------------------------------------------------------------------
+def _train(args) -> int:
+    from async_coagents.experiment import config as cfg
+    from async_coagents.experiment.run import train
+
+    overrides = list(args.overrides)
+    if args.backend:
+        overrides.append(f"backend.kind={args.backend}")
+    if args.address:
+        overrides.append(f'backend.address="{args.address}"')
+    runs = cfg.load(args.config, overrides)
+    name = runs[0][0]["name"]
+    out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    progress = False if args.no_progress else None
+    results = []
+    for index, (config, point) in enumerate(runs):
+        target = out if len(runs) == 1 else out / _run_name(name, index, point)
+        summary = train(config, target, progress=progress, data_dir=args.data_dir)
+        results.append((target, point, summary))
+        print(_summary_line(target, summary))
+    if len(runs) > 1:
+        print(f"{len(runs)} runs in {out}")
+    return 0 if all(s["status"] == "completed" for _, _, s in results) else 130
+
+
+def _resume(args) -> int:
+    from async_coagents.experiment.run import resume
+
+    summary = resume(args.run_dir, progress=False if args.no_progress else None)
+    print(_summary_line(Path(args.run_dir), summary))
+    return 0 if summary["status"] == "completed" else 130
+
+
+def _eval(args) -> int:
+    from async_coagents.experiment.run import evaluate_run
+
+    splits = ("train", "valid", "test") if args.train else ("valid", "test")
+    print(json.dumps(evaluate_run(args.run_dir, splits=splits), indent=2))
+    return 0
+
+
+def _plot(args) -> int:
+    from async_coagents.experiment.plots import plot_runs
+
+    out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "plots"
+    for path in plot_runs(args.run_dirs, out, metric=args.metric, smooth=args.smooth, x=args.x):
+        print(path)
+    return 0
+
+
+def _configs(args) -> int:
+    from async_coagents.experiment import config as cfg
+
+    if args.schema:
+        print(cfg.schema_text())
+        return 0
+    if args.name:
+        raw, origin = cfg.read_config(args.name)
+        from importlib import resources
+
+        folder = resources.files("async_coagents.experiment") / "configs"
+        print((folder / f"{args.name}.toml").read_text(encoding="utf-8") if origin.startswith(
+            "built-in") else Path(args.name).read_text(encoding="utf-8"), end="")
+        return 0
+    names = cfg.builtin_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        raw, _ = cfg.read_config(name)
+        print(f"{name:<{width}}  {raw.get('description', '')}")
+    return 0
+
+
+def _datasets(args) -> int:
+    from async_coagents.data import describe_datasets
+
+    for record in describe_datasets(args.data_dir):
+        where = record["path"] or record["status"]
+        print(f"{record['name']:<14} {record['kind']:<15} {where}")
+        if not record["found"]:
+            for place in record["looked"]:
+                print(f"{'':<15} looked in {place}")
+            print(f"{'':<15} to get it: {record['how_to_get']}")
+    return 0
+
+
+def _bench(args) -> int:
+    from async_coagents.bench import run_benchmarks
+
+    results = run_benchmarks(quick=args.quick, only=args.only)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+def _run_name(name: str, index: int, point: dict) -> str:
+    parts = [f"{key.split('.')[-1]}{value}" for key, value in point.items()]
+    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "", "-".join(parts))[:80]
+    return f"{name}-{index:03d}-{slug}" if slug else f"{name}-{index:03d}"
+
+
+def _summary_line(path: Path, summary: dict) -> str:
+    final = summary.get("final", {})
+    shown = [f"{k} {final[k]:.4g}" for k in ("test_accuracy", "test_mse", "valid_accuracy",
+                                             "valid_mse") if final.get(k) is not None]
+    speed = summary.get("samples_per_s")
+    speed_text = f"  {speed:,.0f} samples/s" if speed else ""
+    return (f"{summary['name']}: {summary['status']} after {summary['updates']} updates  "
+            f"{'  '.join(shown)}{speed_text}  -> {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

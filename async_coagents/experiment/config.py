@@ -1,0 +1,409 @@
+"""Experiment configs: the documented TOML schema, validation that names the offending key and why,
+sweeps (list values form a Cartesian product), ``--set key=value`` overrides and the built-in
+named configs shipped inside the package.
+
+A config has top-level ``name`` and ``description`` and four sections: ``[network]`` (what to build
+and how it learns), ``[data]`` (dataset and stream), ``[run]`` (length, evaluation, seed,
+checkpoints) and ``[backend]`` (where and how asynchronously the agents run). :data:`SCHEMA` is the
+single source of truth: defaults, types and the documentation printed by ``coagents configs
+--schema`` all come from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import math
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from async_coagents.core.rules import RULES
+from async_coagents.errors import ConfigError
+
+# Types a key may have: "int", "float" (an int is accepted), "str", "bool", "ints" (list of int),
+# "int|ints" (one int or a list of int, e.g. per-layer clock rates).
+_TYPE_NAMES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean",
+               "ints": "list of integers", "int|ints": "integer or list of integers"}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its type, default, allowed values or range, and what it means."""
+
+    type: str
+    default: Any
+    doc: str
+    choices: tuple | None = None
+    minimum: float | None = None
+    exclusive_minimum: float | None = None
+    maximum: float | None = None
+    exclusive_maximum: float | None = None
+
+    @property
+    def is_list(self) -> bool:
+        return self.type == "ints"
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "network": {
+        "learner": Key("str", "coagent", "coagent (every layer an agent), backprop, straight-through "
+                       "or policy-gradient (REINFORCE through a backprop MLP, §3.11)",
+                       choices=("coagent", "backprop", "straight-through", "policy-gradient")),
+        "hidden": Key("ints", [64], "units per hidden layer, bottom to top, e.g. [64, 64, 64]",
+                      minimum=1),
+        "units": Key("str", "bernoulli", "unit family of the hidden layers (§2.1, §2.2, §2.5)",
+                     choices=("bernoulli", "categorical", "gaussian")),
+        "n_actions": Key("int", 2, "K, actions per categorical unit (§2.2)", minimum=2),
+        "normalisation": Key("str", "unit", "state passed on by a categorical unit: index a, unit "
+                             "a/(K-1) or symmetric 2a/(K-1)-1 (§2.2 modes 1-3)",
+                             choices=("index", "unit", "symmetric")),
+        "sigma": Key("float", 0.5, "fixed standard deviation of Gaussian units (§2.5)",
+                     exclusive_minimum=0),
+        "activation": Key("str", "", "Gaussian units: identity or relu after the sample; backprop: "
+                          "relu, tanh or sigmoid; empty for the default",
+                          choices=("", "identity", "relu", "tanh", "sigmoid")),
+        "partition": Key("str", "", "Gaussian units: one letter per hidden layer, d deterministic "
+                         "or s stochastic; groups backprop inside only (§2.6); empty = all s"),
+        "output": Key("str", "", "readout (supervised) or gaussian (a Gaussian output coagent); "
+                      "empty = readout for discrete units, gaussian for Gaussian units",
+                      choices=("", "readout", "gaussian")),
+        "rule": Key("str", "baseline", "learning rule: reinforce, baseline, input-baseline, "
+                    "layer-baseline, ac, ac-offpolicy, or the §3.9 reconstructions ac-mc, "
+                    "ac-reinforce, ac-offpolicy-reinforce", choices=tuple(RULES)),
+        "baseline_decay": Key("float", 0.99, "decay of the EMA baseline (§3.2)", minimum=0,
+                              exclusive_maximum=1),
+        "optimizer": Key("str", "rmsprop", "sgd, rmsprop or adam (§6.1)",
+                         choices=("sgd", "rmsprop", "adam")),
+        "lr": Key("float", 2.0 ** -11, "learning rate of every layer", exclusive_minimum=0),
+        "rmsprop_beta": Key("float", 0.99, "RMSprop smoothing constant", minimum=0,
+                            exclusive_maximum=1),
+        "adam_beta1": Key("float", 0.9, "Adam beta1", minimum=0, exclusive_maximum=1),
+        "adam_beta2": Key("float", 0.999, "Adam beta2", minimum=0, exclusive_maximum=1),
+        "eps": Key("float", 1e-8, "optimizer epsilon", exclusive_minimum=0),
+        "critic_layers": Key("int", 1, "hidden layers of each critic (§3.6)", minimum=0),
+        "critic_units": Key("int", 1024, "units per critic hidden layer", minimum=1),
+        "critic_lr_ratio": Key("float", 2.0, "critic learning rate / lr", exclusive_minimum=0),
+        "reinforce_updates": Key("int", 0, "ac-reinforce rules: batches of REINFORCE before the "
+                                 "critic signal takes over (§3.9)", minimum=0),
+        "reinforce_epochs": Key("int", 0, "the same in epochs of the stream (the paper's "
+                                "epochsReinforce); exclusive with reinforce_updates", minimum=0),
+        "subset": Key("int", 0, "units per layer that sample and learn, the rest greedy; "
+                      "0 = all (§2.3)", minimum=0),
+        "subset_redraw": Key("str", "batch", "redraw the subset every batch or every epoch",
+                             choices=("batch", "epoch")),
+        "staged": Key("bool", False, "freeze layers bottom-up on the paper's schedule over "
+                      "run.epochs (§2.4)"),
+        "dtype": Key("str", "float32", "floating point type of the network",
+                     choices=("float32", "float64")),
+    },
+    "data": {
+        "dataset": Key("str", "multiplexer", "multiplexer, correlated (generated, no download), "
+                       "fashion-mnist or mnist",
+                       choices=("multiplexer", "correlated", "fashion-mnist", "mnist")),
+        "stream": Key("str", "", "uniform (i.i.d. draws), shuffled (i.i.d. epochs), class-blocked, "
+                      "or correlated; empty = the dataset's natural stream",
+                      choices=("", "uniform", "shuffled", "class-blocked", "correlated")),
+        "batch": Key("int", 32, "examples per minibatch (episodes per batch id)", minimum=1),
+        "address_bits": Key("int", 2, "multiplexer address bits (2 = the 6-bit multiplexer)",
+                            minimum=1, maximum=4),
+        "difficulty": Key("float", 0.0, "correlated stream: d in [0, 1] (§5.3)", minimum=0,
+                          maximum=1),
+        "means": Key("int", 200, "correlated stream: M mean-blocks", minimum=1),
+        "segments": Key("int", 1600, "correlated stream: S batches per mean-block", minimum=1),
+        "run_length": Key("int", 10, "class-blocked stream: batches per class block", minimum=1),
+        "purity": Key("float", 1.0, "class-blocked stream: share of examples from the block's "
+                      "class (0 = i.i.d., 1 = one class at a time)", minimum=0, maximum=1),
+        "data_dir": Key("str", "", "where to look for dataset files first (then "
+                        "$COAGENTS_DATA_DIR, then /usr/share/datasets)"),
+    },
+    "run": {
+        "updates": Key("int", 0, "updates (batches) to train; 0 = from epochs or the stream's "
+                       "length", minimum=0),
+        "epochs": Key("int", 0, "epochs of a shuffled or fixed-length stream; 0 = use updates",
+                      minimum=0),
+        "eval_every": Key("int", 0, "updates between evaluations; 0 = once per epoch, per "
+                          "mean-block, or 20 times per run", minimum=0),
+        "eval_train": Key("bool", False, "also evaluate on the training split (the paper does; "
+                          "costs a pass over it)"),
+        "seed": Key("int", 0, "seed of every random stream (data, init, sampling)", minimum=0),
+        "checkpoint_every": Key("int", 0, "updates between checkpoints; 0 = at every evaluation",
+                                minimum=0),
+        "pretrain_updates": Key("int", 0, "backprop pre-training updates, then copy and SGD with "
+                                "lr/128 (§5.4)", minimum=0),
+    },
+    "backend": {
+        "kind": Key("str", "local", "local (in process, deterministic) or ray (one actor per "
+                    "layer)", choices=("local", "ray")),
+        "window": Key("int", 1, "batches in flight at once", minimum=1),
+        "reward_delay": Key("int", 0, "the reward of batch t arrives after the forward of batch "
+                            "t+D", minimum=0),
+        "update_every": Key("int|ints", 1, "clock rate: a layer steps every n of its batches "
+                            "(one value, or one per layer agent)", minimum=1),
+        "units_per_actor": Key("int", 0, "split each layer into node groups of this many units "
+                               "(ray backend); 0 = one actor per layer", minimum=0),
+        "address": Key("str", "", "Ray cluster address; empty = start a local Ray instance"),
+    },
+}
+TOP_LEVEL = {"name": Key("str", "experiment", "name of the experiment (used in run directories)"),
+             "description": Key("str", "", "one line saying what the experiment shows")}
+SECTIONS = tuple(SCHEMA)
+
+
+def defaults() -> dict:
+    """A complete config holding every default."""
+    config = {key: k.default for key, k in TOP_LEVEL.items()}
+    for section, keys in SCHEMA.items():
+        config[section] = {key: copy.deepcopy(k.default) for key, k in keys.items()}
+    return config
+
+
+# ---- loading ---------------------------------------------------------------------------------
+def builtin_names() -> list[str]:
+    """The built-in config names (files shipped in ``async_coagents/experiment/configs``)."""
+    folder = resources.files("async_coagents.experiment") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def read_config(source: str | Path) -> tuple[dict, str]:
+    """Read a built-in config by name, or a TOML file by path: ``(raw dict, where from)``."""
+    path = Path(source)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        text, origin = path.read_text(encoding="utf-8"), str(path)
+    else:
+        if source not in builtin_names():
+            raise ConfigError(
+                f"no built-in config called {source!r} and no such file; built-in configs: "
+                f"{', '.join(builtin_names())}"
+            )
+        folder = resources.files("async_coagents.experiment") / "configs"
+        text, origin = (folder / f"{source}.toml").read_text(encoding="utf-8"), f"built-in {source}"
+    try:
+        return tomllib.loads(text), origin
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+
+
+def parse_override(assignment: str) -> tuple[str, Any]:
+    """``section.key=value`` -> ``(dotted key, value)``; the value is read as TOML (numbers,
+    booleans, lists, quoted strings) and otherwise taken as a bare string."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    key, text = (part.strip() for part in assignment.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return key, value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """A copy of ``raw`` with each ``--set section.key=value`` applied."""
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        key, value = parse_override(assignment)
+        parts = key.split(".")
+        if len(parts) == 1 and parts[0] in TOP_LEVEL:
+            raw[parts[0]] = value
+            continue
+        if len(parts) != 2 or parts[0] not in SCHEMA:
+            raise ConfigError(
+                f"--set {key}: keys are section.key with section one of {list(SCHEMA)} "
+                f"(or a top-level {list(TOP_LEVEL)})"
+            )
+        section = raw.setdefault(parts[0], {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{parts[0]}] must be a table")
+        section[parts[1]] = value
+    return raw
+
+
+# ---- sweeps ----------------------------------------------------------------------------------
+def expand_sweep(raw: dict) -> list[tuple[dict, dict]]:
+    """Every combination of the sweep axes: ``[(config, {dotted key: value}), ...]``.
+
+    A list where the schema expects one value is a sweep axis; for list-valued keys (``hidden``)
+    a list of lists is. ``run.seed = [0, 1, 2]`` runs three seeds.
+    """
+    axes: list[tuple[str, list]] = []
+    for section, keys in SCHEMA.items():
+        for key, value in (raw.get(section) or {}).items():
+            spec = keys.get(key)
+            if spec is None:
+                continue  # reported by validate()
+            if _is_sweep(spec, value):
+                if not value:
+                    raise ConfigError(f"{section}.{key}: an empty list is not a sweep")
+                axes.append((f"{section}.{key}", value))
+    if not axes:
+        return [(raw, {})]
+    combos = []
+    for values in itertools.product(*(v for _, v in axes)):
+        config = copy.deepcopy(raw)
+        point = {}
+        for (dotted, _), value in zip(axes, values, strict=True):
+            section, key = dotted.split(".")
+            config[section][key] = value
+            point[dotted] = value
+        combos.append((config, point))
+    return combos
+
+
+def _is_sweep(spec: Key, value: Any) -> bool:
+    if not isinstance(value, list):
+        return False
+    if spec.type == "ints":
+        return bool(value) and all(isinstance(v, list) for v in value)
+    if spec.type == "int|ints":
+        return bool(value) and all(isinstance(v, list) for v in value)
+    return True
+
+
+# ---- validation ------------------------------------------------------------------------------
+def validate(raw: dict, origin: str = "config") -> dict:
+    """Check one (non-sweep) config against :data:`SCHEMA` and fill the defaults.
+
+    Raises :class:`ConfigError` naming the key and why: unknown key or section, wrong type,
+    impossible value.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: a config is a TOML table")
+    config = defaults()
+    for key, value in raw.items():
+        if key in TOP_LEVEL:
+            config[key] = _check(key, TOP_LEVEL[key], value, origin)
+        elif key in SCHEMA:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{origin}: [{key}] must be a table, got {type(value).__name__}")
+            for sub, sub_value in value.items():
+                spec = SCHEMA[key].get(sub)
+                if spec is None:
+                    raise ConfigError(
+                        f"{origin}: unknown key {key}.{sub}{_suggest(sub, SCHEMA[key])}; "
+                        f"known keys of [{key}]: {', '.join(SCHEMA[key])}"
+                    )
+                config[key][sub] = _check(f"{key}.{sub}", spec, sub_value, origin)
+        else:
+            raise ConfigError(
+                f"{origin}: unknown key or section {key!r}{_suggest(key, {**SCHEMA, **TOP_LEVEL})}; "
+                f"sections: {', '.join(SCHEMA)}; top-level keys: {', '.join(TOP_LEVEL)}"
+            )
+    _check_combinations(config, origin)
+    return config
+
+
+def _check(dotted: str, spec: Key, value: Any, origin: str) -> Any:
+    where = f"{origin}: {dotted}"
+    expected = _TYPE_NAMES[spec.type]
+    if spec.type in ("ints", "int|ints") and isinstance(value, list):
+        if not value and spec.type == "ints":
+            raise ConfigError(f"{where} must be a non-empty {expected}")
+        for i, item in enumerate(value):
+            if not _is_int(item):
+                raise ConfigError(f"{where}[{i}] must be an integer, got {item!r}")
+            _check_range(f"{where}[{i}]", spec, item)
+        return list(value)
+    if spec.type == "ints":
+        raise ConfigError(f"{where} must be a {expected}, got {value!r}")
+    if spec.type in ("int", "int|ints"):
+        if not _is_int(value):
+            if isinstance(value, list):
+                raise ConfigError(f"{where} must be one {expected}; a list here is a sweep, which "
+                                  "expand_sweep() resolves first")
+            raise ConfigError(f"{where} must be an {expected}, got {value!r}")
+    elif spec.type == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a {expected}, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be finite, got {value!r}")
+        value = float(value)
+    elif spec.type == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a {expected}, got {value!r}")
+    elif spec.type == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if spec.choices is not None and value not in spec.choices:
+        shown = [c for c in spec.choices if c != ""]
+        raise ConfigError(f"{where} must be one of {shown}, got {value!r}")
+    _check_range(where, spec, value)
+    return value
+
+
+def _check_range(where: str, spec: Key, value: Any) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    if spec.minimum is not None and value < spec.minimum:
+        raise ConfigError(f"{where} must be >= {spec.minimum}, got {value!r}")
+    if spec.exclusive_minimum is not None and value <= spec.exclusive_minimum:
+        raise ConfigError(f"{where} must be > {spec.exclusive_minimum}, got {value!r}")
+    if spec.maximum is not None and value > spec.maximum:
+        raise ConfigError(f"{where} must be <= {spec.maximum}, got {value!r}")
+    if spec.exclusive_maximum is not None and value >= spec.exclusive_maximum:
+        raise ConfigError(f"{where} must be < {spec.exclusive_maximum}, got {value!r}")
+
+
+def _check_combinations(config: dict, origin: str) -> None:
+    """Rules that involve several keys (single keys are checked by the schema)."""
+    net, data, run, backend = (config[s] for s in ("network", "data", "run", "backend"))
+    natural = {"multiplexer": "uniform", "correlated": "correlated", "fashion-mnist": "shuffled",
+               "mnist": "shuffled"}[data["dataset"]]
+    stream = data["stream"] or natural
+    if (data["dataset"] == "correlated") != (stream == "correlated"):
+        raise ConfigError(f"{origin}: data.stream 'correlated' goes with data.dataset 'correlated' "
+                          f"only (got dataset {data['dataset']!r}, stream {stream!r})")
+    if run["updates"] and run["epochs"]:
+        raise ConfigError(f"{origin}: set run.updates or run.epochs, not both")
+    endless = stream in ("uniform", "class-blocked")
+    if endless and not run["updates"]:
+        raise ConfigError(f"{origin}: a {stream} stream is endless: set run.updates")
+    if stream == "correlated" and run["epochs"]:
+        raise ConfigError(f"{origin}: the correlated stream is one pass; use run.updates to stop "
+                          "early, not run.epochs")
+    if net["staged"] and not run["epochs"]:
+        raise ConfigError(f"{origin}: network.staged follows the paper's schedule over epochs: "
+                          "set run.epochs")
+    if net["reinforce_updates"] and net["reinforce_epochs"]:
+        raise ConfigError(f"{origin}: set network.reinforce_updates or network.reinforce_epochs, "
+                          "not both")
+    if (net["subset_redraw"] == "epoch" or net["reinforce_epochs"]) and stream not in (
+            "shuffled",):
+        raise ConfigError(f"{origin}: epochs-based network settings need a shuffled stream")
+    if backend["units_per_actor"] and backend["kind"] != "ray":
+        raise ConfigError(f"{origin}: backend.units_per_actor applies to the ray backend")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _suggest(key: str, known: dict) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def load(source: str | Path, overrides: list[str] | None = None) -> list[tuple[dict, dict]]:
+    """Read, override, expand and validate: ``[(validated config, sweep point), ...]``."""
+    raw, origin = read_config(source)
+    raw = apply_overrides(raw, overrides or [])
+    return [(validate(config, origin), point) for config, point in expand_sweep(raw)]
+
+
+def schema_text() -> str:
+    """The schema as readable text (``coagents configs --schema``)."""
+    lines = []
+    for key, spec in TOP_LEVEL.items():
+        lines.append(f"{key} ({_TYPE_NAMES[spec.type]}, default {spec.default!r}): {spec.doc}")
+    for section, keys in SCHEMA.items():
+        lines.append(f"\n[{section}]")
+        for key, spec in keys.items():
+            extra = f"; one of {[c for c in spec.choices if c]}" if spec.choices else ""
+            lines.append(f"  {key} ({_TYPE_NAMES[spec.type]}, default {spec.default!r}{extra})")
+            lines.append(f"      {spec.doc}")
+    lines.append("\nA list where one value is expected is a sweep (a list of lists for list keys);")
+    lines.append("the runs are the Cartesian product of all sweep axes, e.g. run.seed = [0, 1, 2].")
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""The agent protocol and the coordinator that streams batches through the agents.
+
+Messages (DESIGN "The protocol"), each addressed to one layer agent:
+
+* ``forward(sid, x) -> a`` — layer i acts on batch ``sid``; its output is layer i+1's input;
+* ``reward(sid, r, y)`` — the per-example reward (and the labels) broadcast to every layer;
+* ``feedback(sid, y_i)`` — one scalar per example from layer i+1 to layer i (critic rules); it is
+  the value returned by layer i+1's call that completed the batch.
+
+:class:`Coordinator` owns the schedule, written once for every backend: a backend only provides a
+:class:`Transport` that delivers messages (directly in process, or as Ray actor calls) and never
+computes anything itself. Asynchrony is explicit and reproducible:
+
+* ``window`` W — at most W batches are in flight (forwarded, reward not yet delivered); when the
+  window is full the oldest reward is delivered before the next forward;
+* ``reward_delay`` D — the reward of batch s is delivered right after the forward of batch s + D
+  (so with W >= D + 1 every reward arrives exactly D forwards late).
+
+With W = 1 and D = 0 the order of messages is the synchronous reference of §10. Because one
+coordinator submits every message in a fixed order and every agent handles its messages in order,
+the run is deterministic on every transport.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from async_coagents.core.metrics import LayerActivity, evaluate_with
+from async_coagents.core.objectives import Classification, Regression
+from async_coagents.errors import ConfigError, ProtocolError
+
+
+class Transport(Protocol):
+    """How messages reach the layer agents. Handles are values (in process) or futures (Ray)."""
+
+    listens_to_feedback: list[bool]
+
+    def forward(self, layer: int, sid: int, x: Any) -> Any: ...
+    def reward(self, layer: int, sid: int, r: np.ndarray, y: np.ndarray) -> Any: ...
+    def feedback(self, layer: int, sid: int, y: Any) -> Any: ...
+    def fetch(self, handle: Any) -> np.ndarray: ...
+    def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, list[LayerActivity]]: ...
+
+
+@dataclass
+class InFlight:
+    """A batch forwarded and not yet rewarded."""
+
+    sid: int
+    index: int  # position in the coordinator's forward order
+    output: Any  # handle of the prediction
+    y: np.ndarray
+    size: int
+
+
+@dataclass
+class Completed:
+    """A batch whose reward was delivered: its loss is known."""
+
+    sid: int
+    loss: float
+    size: int
+
+
+class Coordinator:
+    """Streams numbered batches through the layer agents of one network (see module docstring)."""
+
+    def __init__(self, transport: Transport, objective: Classification | Regression, *,
+                 input_baseline=None, window: int = 1, reward_delay: int = 0) -> None:
+        if not isinstance(window, int) or window < 1:
+            raise ConfigError(f"window must be an integer >= 1, got {window!r}")
+        if not isinstance(reward_delay, int) or reward_delay < 0:
+            raise ConfigError(f"reward_delay must be an integer >= 0, got {reward_delay!r}")
+        if reward_delay >= window:
+            raise ConfigError(
+                f"reward_delay {reward_delay} needs a window of at least {reward_delay + 1} "
+                f"batches in flight (window is {window})"
+            )
+        self.transport = transport
+        self.objective = objective
+        self.input_baseline = input_baseline
+        self.window = window
+        self.reward_delay = reward_delay
+        self.forwards = 0
+        self.inflight: deque[InFlight] = deque()
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.transport.listens_to_feedback)
+
+    def submit(self, sid: int, x: np.ndarray, y: np.ndarray) -> list[Completed]:
+        """Forward batch ``sid``; deliver the rewards that are due. Returns the completed batches."""
+        y = self.objective.check_target(y, len(x))
+        done = []
+        while len(self.inflight) >= self.window:
+            done.append(self._deliver(self.inflight.popleft()))
+        if self.input_baseline is not None:
+            self.input_baseline.forward(sid, x)
+        h = x
+        for layer in range(self.n_layers):
+            h = self.transport.forward(layer, sid, h)
+        self.inflight.append(InFlight(sid, self.forwards, h, y, len(x)))
+        while self.inflight and self.inflight[0].index + self.reward_delay <= self.forwards:
+            done.append(self._deliver(self.inflight.popleft()))
+        self.forwards += 1
+        return done
+
+    def finish(self) -> list[Completed]:
+        """Deliver every reward still in flight (end of stream, or before a checkpoint)."""
+        done = []
+        while self.inflight:
+            done.append(self._deliver(self.inflight.popleft()))
+        return done
+
+    def _deliver(self, batch: InFlight) -> Completed:
+        prediction = self.transport.fetch(batch.output)
+        r = self.objective.reward(prediction, batch.y)
+        loss = -float(r.sum()) / r.size
+        if not math.isfinite(loss):
+            raise ProtocolError(
+                f"batch {batch.sid}: the loss is not finite ({loss}); the network has diverged — "
+                "lower the learning rate"
+            )
+        signal = r
+        if self.input_baseline is not None:
+            signal = self.input_baseline.advantage(batch.sid, r)
+        feedback = None
+        for layer in range(self.n_layers - 1, -1, -1):  # top-down (§10)
+            out = self.transport.reward(layer, batch.sid, signal, batch.y)
+            if self.transport.listens_to_feedback[layer]:
+                out = self.transport.feedback(layer, batch.sid, feedback)
+            feedback = out
+        return Completed(batch.sid, loss, batch.size)
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, **kwargs) -> dict:
+        """Greedy evaluation at this point of the message order (no side effects on learning)."""
+        return evaluate_with(self.transport.evaluate, self.objective, x, y, **kwargs)
+
+    def state_dict(self) -> dict:
+        """The schedule's state; the in-flight predictions must be values (fetch them first)."""
+        return {
+            "forwards": self.forwards,
+            "inflight": [{"sid": b.sid, "index": b.index, "output": self.transport.fetch(b.output),
+                          "y": b.y, "size": b.size} for b in self.inflight],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.forwards = int(state["forwards"])
+        self.inflight = deque(
+            InFlight(int(b["sid"]), int(b["index"]), np.asarray(b["output"]), np.asarray(b["y"]),
+                     int(b["size"])) for b in state["inflight"])

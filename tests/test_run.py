@@ -1,0 +1,212 @@
+"""Run directories: what a run writes, bit-exact resume after an interruption (also with batches
+in flight), clear errors for corrupt checkpoints, evaluation of a finished run, the command line
+and Ctrl-C on a real process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from async_coagents.checkpoint import load_checkpoint
+from async_coagents.cli import main
+from async_coagents.errors import CheckpointError, ConfigError
+from async_coagents.experiment import config as cfg
+from async_coagents.experiment.run import Run, RunDirectory, evaluate_run, resume, train
+
+
+def quick_config(**overrides):
+    sets = [f"{k}={v}" for k, v in {"run.updates": 120, "run.eval_every": 40,
+                                    "network.hidden": "[8, 6]", **overrides}.items()]
+    ((config, _),) = cfg.load("quickstart", sets)
+    return config
+
+
+def stopped_run(config, out, stop_after):
+    """Run ``config`` into ``out`` and stop it (as Ctrl-C does) after ``stop_after`` updates."""
+    directory = RunDirectory.create(out, config)
+    run = Run(config, directory, progress=False)
+    train_one = run._train_one
+
+    def train_one_then_maybe_stop(batch):
+        train_one(batch)
+        if run.state.updates + 1 == stop_after:
+            run.request_stop()
+
+    run._train_one = train_one_then_maybe_stop
+    return run.run()
+
+
+def final_params(path):
+    state = load_checkpoint(path / "checkpoint.ckpt", kind="run")
+    layers = state["backend"]["network"]["layers"]
+    return [layer["params"] for layer in layers], state
+
+
+def rows_without_timing(path):
+    rows = RunDirectory(path).metrics()
+    return [{k: v for k, v in row.items() if k not in ("wall_s", "samples_per_s")} for row in rows]
+
+
+def test_a_run_writes_config_metrics_summary_and_checkpoint(tmp_path):
+    summary = train(quick_config(), tmp_path / "run", progress=False)
+    files = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert files == ["checkpoint.ckpt", "config.json", "metrics.jsonl", "summary.json"]
+    rows = RunDirectory(tmp_path / "run").metrics()
+    assert [row["step"] for row in rows] == [0, 40, 80, 120]
+    last = rows[-1]
+    for key in ("step", "samples", "wall_s", "train_loss", "test_accuracy", "valid_accuracy",
+                "test_ce", "entropy", "sparsity", "staleness_mean", "staleness_max"):
+        assert key in last, key
+    assert len(last["entropy"]) == len(last["sparsity"]) == 2
+    assert rows[0]["train_loss"] is None and last["samples"] == 120 * 32
+    assert summary["status"] == "completed" and summary["samples_per_s"] > 0
+    accounting = summary["accounting"]
+    assert accounting["submitted"] == accounting["rewarded"] == 120
+    assert accounting["in_flight"] == 0
+    assert all(layer["applied"] == 120 for layer in accounting["layers"])
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
+
+
+def test_an_existing_run_directory_is_not_overwritten(tmp_path):
+    train(quick_config(), tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="already holds a run; use `coagents resume"):
+        train(quick_config(), tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("window, delay", [(1, 0), (4, 3)])
+def test_resume_after_an_interruption_is_bit_exact(tmp_path, window, delay):
+    config = quick_config(**{"backend.window": window, "backend.reward_delay": delay})
+    train(config, tmp_path / "whole", progress=False)
+    stopped = stopped_run(config, tmp_path / "split", stop_after=57)  # mid-interval
+    assert stopped["status"] == "interrupted" and stopped["updates"] == 57
+    assert stopped["accounting"]["in_flight"] == min(window - 1, delay)
+    resumed = resume(tmp_path / "split", progress=False)
+    assert resumed["status"] == "completed" and resumed["updates"] == 120
+    whole, whole_state = final_params(tmp_path / "whole")
+    split, split_state = final_params(tmp_path / "split")
+    for a, b in zip(whole, split, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert rows_without_timing(tmp_path / "whole") == rows_without_timing(tmp_path / "split")
+    assert whole_state["stream"] == split_state["stream"]
+
+
+def test_resume_of_a_finished_run_changes_nothing(tmp_path):
+    train(quick_config(), tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "checkpoint.ckpt").read_bytes()
+    assert resume(tmp_path / "run", progress=False)["status"] == "completed"
+    assert (tmp_path / "run" / "checkpoint.ckpt").read_bytes() == before
+
+
+def test_corrupt_or_missing_checkpoints_are_clear_errors(tmp_path):
+    train(quick_config(), tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "checkpoint.ckpt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        resume(tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        evaluate_run(tmp_path / "run")
+    path.write_bytes(b'{"not": "a checkpoint"}')
+    with pytest.raises(CheckpointError, match="not an async_coagents checkpoint"):
+        resume(tmp_path / "run", progress=False)
+    path.unlink()
+    with pytest.raises(CheckpointError, match="has no checkpoint"):
+        resume(tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="is not a run directory"):
+        resume(tmp_path / "nothing", progress=False)
+
+
+def test_eval_reports_the_last_checkpoint(tmp_path):
+    train(quick_config(), tmp_path / "run", progress=False)
+    result = evaluate_run(tmp_path / "run")
+    last = RunDirectory(tmp_path / "run").metrics()[-1]
+    assert result["step"] == 120
+    assert result["test_accuracy"] == last["test_accuracy"]
+    assert result["entropy"] == pytest.approx(last["entropy"])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point
+def test_divergence_stops_with_a_clear_error_and_a_summary(tmp_path):
+    config = quick_config(**{"network.lr": 1e30, "network.optimizer": '"sgd"',
+                             "network.units": '"gaussian"', "network.sigma": 1.0})
+    with pytest.raises(Exception, match="not finite"):
+        train(config, tmp_path / "run", progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "lower the learning rate" in summary["error"]
+
+
+# ---- command line ---------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["train", "resume", "eval", "plot", "configs", "datasets",
+                                     "bench"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: coagents" in capsys.readouterr().out
+
+
+def test_cli_train_eval_and_plot(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--no-progress", "--set", "run.updates=60",
+                 "--set", "run.eval_every=20"]) == 0
+    assert "quickstart: completed after 60 updates" in capsys.readouterr().out
+    assert main(["eval", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 60
+    assert main(["plot", str(out)]) == 0
+    written = capsys.readouterr().out.split()
+    assert any(p.endswith("learning_curves.png") for p in written)
+    assert (out / "plots" / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "x"), "--set", "network.lr=-1"]) == 1
+    err = capsys.readouterr().err
+    assert "coagents train: error:" in err and "network.lr must be > 0" in err
+    assert "Traceback" not in err
+
+
+def test_cli_lists_configs_and_datasets(capsys):
+    assert main(["configs"]) == 0
+    listing = capsys.readouterr().out
+    assert "quickstart" in listing and "correlated-pg-d95" in listing
+    assert main(["configs", "quickstart"]) == 0
+    assert 'name = "quickstart"' in capsys.readouterr().out
+    assert main(["configs", "--schema"]) == 0
+    assert "[backend]" in capsys.readouterr().out
+    assert main(["datasets"]) == 0
+    assert "multiplexer" in capsys.readouterr().out
+
+
+def test_ctrl_c_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
+    """End to end with a real process: SIGINT at an arbitrary moment, then `coagents resume`."""
+    sets = ["--set", "run.updates=12000", "--set", "run.eval_every=500", "--no-progress"]
+    cmd = [sys.executable, "-m", "async_coagents.cli", "train"]
+    subprocess.run([*cmd, "--out", str(tmp_path / "whole"), *sets], check=True,
+                   capture_output=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "split"), *sets], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = tmp_path / "split" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not metrics.exists() or
+                                      len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    summary = json.loads((tmp_path / "split" / "summary.json").read_text())
+    if summary["status"] == "completed":
+        pytest.skip("the run finished before the signal arrived (machine too fast)")
+    assert proc.returncode == 130, err.decode()
+    assert summary["status"] == "interrupted" and 0 < summary["updates"] < 12000
+    subprocess.run([sys.executable, "-m", "async_coagents.cli", "resume",
+                    str(tmp_path / "split"), "--no-progress"], check=True, capture_output=True)
+    whole, _ = final_params(tmp_path / "whole")
+    split, _ = final_params(tmp_path / "split")
+    for a, b in zip(whole, split, strict=True):
+        np.testing.assert_array_equal(a, b)
