@@ -183,6 +183,10 @@ def _datasets(args) -> int:
 
 
 def _bench(args) -> int:
+    import os
+
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # before numpy loads: the engine runs on one core
     from async_coagents.bench import run_benchmarks
 
     results = run_benchmarks(quick=args.quick, only=args.only)

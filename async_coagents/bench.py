@@ -1,0 +1,139 @@
+"""Benchmarks (``coagents bench``): updates per second of the engine on one core, and of the
+backends. Benchmarks print measurements; they are never tests with time limits.
+
+Each benchmark builds its network and stream, warms up, then times a fixed number of updates of
+the synchronous reference path (the engine) or of a backend's coordinator path.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from async_coagents.core.network import NetworkSpec, build_network
+from async_coagents.core.trainer import train_step
+from async_coagents.data import CorrelatedStream
+
+#: The paper's own code on this project's development machine (paper_method.md; DESIGN).
+PAPER_CODE_UPDATES_PER_S = 500
+
+
+@dataclass
+class Result:
+    name: str
+    what: str
+    updates: int
+    seconds: float
+    batch: int
+
+    @property
+    def updates_per_s(self) -> float:
+        return self.updates / self.seconds
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "what": self.what, "updates": self.updates,
+                "seconds": round(self.seconds, 4), "batch": self.batch,
+                "updates_per_s": round(self.updates_per_s, 1),
+                "samples_per_s": round(self.updates_per_s * self.batch, 1)}
+
+
+def _time(step: Callable[[int], None], warmup: int, updates: int) -> float:
+    for i in range(warmup):
+        step(i)
+    start = time.perf_counter()
+    for i in range(warmup, warmup + updates):
+        step(i)
+    return time.perf_counter() - start
+
+
+def correlated_spec() -> NetworkSpec:
+    """The paper's correlated-stream network (§6.5): 1 hidden layer of 50 Gaussian ReLU units,
+    Gaussian output, REINFORCE with the EMA baseline, RMSprop."""
+    return NetworkSpec(n_inputs=1, n_outputs=1, task="regression", hidden=(50,),
+                       units="gaussian", activation="relu", sigma=2.0, rule="baseline",
+                       optimizer="rmsprop", lr=2.0 ** -9)
+
+
+def mnist_offpolicy_spec() -> NetworkSpec:
+    """The paper's MNIST off-policy configuration (§3.8): 3 hidden layers of 64 Bernoulli units,
+    critics with one hidden layer of 1024, RMSprop 2^-11."""
+    return NetworkSpec(n_inputs=784, n_outputs=10, hidden=(64, 64, 64), units="bernoulli",
+                       rule="ac-offpolicy", critic_layers=1, critic_units=1024,
+                       optimizer="rmsprop", lr=2.0 ** -11)
+
+
+def bench_correlated(quick: bool) -> Result:
+    """Engine updates/s on the correlated stream, data generation included (d = 0.95)."""
+    updates = 10_000 if quick else 50_000
+    net = build_network(correlated_spec(), 0)
+    stream = CorrelatedStream(0.95, 200, 1600, 32, seed=0)
+
+    def step(i: int) -> None:
+        batch = next(stream)
+        train_step(net, batch.sid, batch.x, batch.y)
+
+    seconds = _time(step, 1000, updates)
+    return Result("correlated-engine", "1x50 Gaussian ReLU, batch 32, RMSprop, EMA baseline, "
+                  "stream included (synchronous engine)", updates, seconds, 32)
+
+
+def bench_mnist_offpolicy(quick: bool) -> Result:
+    """Engine updates/s of the paper's MNIST off-policy configuration on MNIST-shaped inputs."""
+    updates = 300 if quick else 2000
+    net = build_network(mnist_offpolicy_spec(), 0)
+    rng = np.random.default_rng(0)
+    xs = rng.uniform(-1, 1, size=(64, 32, 784)).astype(np.float32)
+    ys = rng.integers(0, 10, size=(64, 32))
+
+    def step(i: int) -> None:
+        train_step(net, i, xs[i % 64], ys[i % 64])
+
+    seconds = _time(step, 50, updates)
+    return Result("mnist-offpolicy-engine", "3x64 Bernoulli, critics 1x1024, batch 32, RMSprop "
+                  "(synchronous engine)", updates, seconds, 32)
+
+
+BENCHMARKS: dict[str, Callable[[bool], Result | list[Result]]] = {
+    "correlated-engine": bench_correlated,
+    "mnist-offpolicy-engine": bench_mnist_offpolicy,
+}
+
+
+def pin_to_one_core() -> str:
+    """Run on one CPU (Linux affinity) so that "one core" means one core; describe the setting."""
+    threads = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                               "MKL_NUM_THREADS")}
+    try:
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        pinned = "pinned to one CPU"
+    except (AttributeError, OSError):
+        pinned = "not pinned (no sched_setaffinity)"
+    return f"{pinned}; BLAS threads {threads}"
+
+
+def run_benchmarks(quick: bool = False, only: list[str] | None = None,
+                   report: Callable[[str], None] = print) -> dict:
+    """Run the benchmarks whose names contain one of ``only`` (all if empty); print a table."""
+    setting = pin_to_one_core()
+    report(f"async_coagents bench on {platform.machine()} {platform.processor() or ''}"
+           f" python {platform.python_version()}, numpy {np.__version__}; {setting}")
+    results: list[dict] = []
+    for name, bench in BENCHMARKS.items():
+        if only and not any(part in name for part in only):
+            continue
+        outcome = bench(quick)
+        for result in outcome if isinstance(outcome, list) else [outcome]:
+            results.append(result.as_dict())
+            report(f"{result.name:<26} {result.updates_per_s:>10,.0f} updates/s "
+                   f"{result.updates_per_s * result.batch:>12,.0f} samples/s   {result.what}")
+    by_name = {r["name"]: r for r in results}
+    if "correlated-engine" in by_name:
+        ratio = by_name["correlated-engine"]["updates_per_s"] / PAPER_CODE_UPDATES_PER_S
+        report(f"correlated network: {ratio:.0f}x the paper's code (~{PAPER_CODE_UPDATES_PER_S} "
+               "updates/s on this machine)")
+    return {"setting": setting, "results": results}
