@@ -137,3 +137,18 @@ def test_dropped_feedback_drops_the_batch_below():
     forward(net, 0, np.ones((2, 4)))
     assert l0.feedback(0, None) is None
     assert l0.stats.dropped == 1 and l0.pending == 0
+
+
+def test_critic_step_is_the_gradient_of_its_squared_error_by_finite_differences():
+    from async_coagents.core.critics import ActionValueCritic
+    from async_coagents.core.optim import make_optimizer
+    from tests.gradcheck import assert_grad_close, numeric_grad
+
+    critic = ActionValueCritic(4, 3, 2, 5, lambda n: make_optimizer("sgd", n, 1.0, np.float64),
+                               rng=np.random.default_rng(0), dtype=np.float64)
+    rng = np.random.default_rng(1)
+    s, h, y = rng.normal(size=(6, 4)), rng.integers(0, 2, (6, 3)).astype(float), rng.normal(size=6)
+    before = critic.net.params.copy()
+    expected = numeric_grad(lambda: float(np.mean((critic.value(s, h) - y) ** 2)), critic.net.params)
+    critic.learn(s, h, y)
+    assert_grad_close(before - critic.net.params, expected)
