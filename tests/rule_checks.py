@@ -4,6 +4,7 @@ source, runs a few synchronous updates and raises AssertionError when the rule m
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 
 import numpy as np
@@ -29,7 +30,7 @@ def batches(net: Network, n: int = STEPS, seed: int = 0, batch: int = 8):
 
 def params(net: Network) -> list[np.ndarray]:
     arrays = []
-    for layer in net.layers:
+    for layer in net.agents:
         arrays.append(layer.net.params.copy())
         critic = getattr(layer, "critic", None)
         if critic is not None:
@@ -81,9 +82,9 @@ def check_read_only_inputs(factory: Factory) -> None:
 
 def check_every_layer_learns_and_nothing_leaks(factory: Factory) -> None:
     net = factory(1)
-    before = [layer.net.params.copy() for layer in net.layers]
+    before = [layer.net.params.copy() for layer in net.agents]
     run(net, batches(net))
-    for layer, start in zip(net.layers, before, strict=True):
+    for layer, start in zip(net.agents, before, strict=True):
         stats = layer.stats
         assert layer.pending == 0, f"{layer.name} kept batches after their update"
         assert stats.applied == STEPS and stats.unknown == 0 and stats.dropped == 0, layer.name
@@ -92,8 +93,27 @@ def check_every_layer_learns_and_nothing_leaks(factory: Factory) -> None:
         assert np.isfinite(layer.net.params).all()
 
 
+def ray_like_copy(obj):
+    """A pickle round trip as Ray makes it: arrays come back as read-only views of the buffers."""
+    buffers = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return pickle.loads(data, buffers=[memoryview(b.raw()).toreadonly() for b in buffers])
+
+
+def check_pickle_round_trip(factory: Factory) -> None:
+    """An agent sent to another process (Ray pickles it) continues exactly like the original."""
+    a = factory(1)
+    data = list(batches(a, 2 * STEPS))
+    run(a, data[:STEPS])
+    b = ray_like_copy(a)
+    run(a, data[STEPS:])
+    run(b, data[STEPS:])
+    for pa, pb in zip(params(a), params(b), strict=True):
+        assert np.array_equal(pa, pb), "a pickled network must continue bit-exactly"
+
+
 CHECKS = [check_determinism, check_state_round_trip, check_read_only_inputs,
-          check_every_layer_learns_and_nothing_leaks]
+          check_every_layer_learns_and_nothing_leaks, check_pickle_round_trip]
 
 
 def check_rule(factory: Factory) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from async_coagents.core.arrays import owned
 from async_coagents.core.baselines import EmaBaseline, NoBaseline, StateBaseline
 from async_coagents.core.critics import ActionValueCritic
 from async_coagents.core.metrics import LayerActivity
@@ -122,6 +123,9 @@ class _Layer:
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._accumulated = np.zeros_like(net.params) if update_every > 1 else None
         self._accumulated_batches = 0
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(owned(state))  # the gradient accumulator is updated in place
 
     @property
     def n_in(self) -> int:

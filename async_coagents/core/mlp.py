@@ -163,6 +163,16 @@ class MLP:
                 d = self._activation_backward(d, cache[2 * layer - 1])
         return d
 
+    def __getstate__(self) -> dict:
+        # weights and biases are views of params: rebuild them after unpickling instead of
+        # letting pickle turn them into separate arrays (grad is scratch space)
+        return {"sizes": self.sizes, "activation": self.activation, "dtype": self.dtype.str,
+                "params": self.params}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["sizes"], state["activation"], dtype=state["dtype"], zero_init=True)
+        self.params[...] = state["params"]
+
     def load_params(self, params: np.ndarray, what: str = "network") -> None:
         """Copy a saved flat parameter vector in, checking its size (checkpoints, pre-training)."""
         params = np.asarray(params)

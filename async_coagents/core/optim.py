@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from async_coagents.core.arrays import owned
 from async_coagents.errors import CheckpointError, ConfigError
 
 
@@ -29,6 +30,17 @@ class Optimizer:
 
     def step(self, params: np.ndarray, grad: np.ndarray) -> None:
         raise NotImplementedError
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(owned(state))  # moments are updated in place
+
+    def hyper(self) -> dict[str, float]:
+        """The hyperparameters besides the learning rate."""
+        return {}
+
+    def fresh(self, size: int) -> Optimizer:
+        """A new optimizer of the same kind and hyperparameters for ``size`` parameters."""
+        return type(self)(size, self.lr, self._tmp.dtype, **self.hyper())
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {}
@@ -81,6 +93,9 @@ class RMSprop(Optimizer):
         self.beta, self.eps = float(beta), float(eps)
         self.v = np.zeros(size, dtype=dtype)
 
+    def hyper(self) -> dict[str, float]:
+        return {"beta": self.beta, "eps": self.eps}
+
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"v": self.v}
 
@@ -115,6 +130,9 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
         self.m = np.zeros(size, dtype=dtype)
         self.v = np.zeros(size, dtype=dtype)
+
+    def hyper(self) -> dict[str, float]:
+        return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"m": self.m, "v": self.v}
