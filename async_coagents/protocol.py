@@ -19,6 +19,11 @@ computes anything itself. Asynchrony is explicit and reproducible:
 With W = 1 and D = 0 the order of messages is the synchronous reference of §10. Because one
 coordinator submits every message in a fixed order and every agent handles its messages in order,
 the run is deterministic on every transport.
+
+A layer that neither sends nor takes feedback receives nothing between its reward and its next
+forward, so its reward rides with that forward (one call instead of two; the layer sees exactly
+the same sequence of messages). Held rewards are flushed before an evaluation, a checkpoint and at
+the end of the stream.
 """
 
 from __future__ import annotations
@@ -34,14 +39,19 @@ from async_coagents.core.metrics import LayerActivity, evaluate_with
 from async_coagents.core.objectives import Classification, Regression
 from async_coagents.errors import ConfigError, ProtocolError
 
+Reward = tuple[int, np.ndarray, np.ndarray]  # (sid, r, y)
+
 
 class Transport(Protocol):
     """How messages reach the layer agents. Handles are values (in process) or futures (Ray)."""
 
     listens_to_feedback: list[bool]
+    sends_feedback: list[bool]
 
-    def forward(self, layer: int, sid: int, x: Any) -> Any: ...
+    def forward(self, layer: int, sid: int, x: Any, rewards: list[Reward]) -> Any:
+        """Deliver ``rewards`` (in order), then forward batch ``sid``; returns the output handle."""
     def reward(self, layer: int, sid: int, r: np.ndarray, y: np.ndarray) -> Any: ...
+    def deliver(self, layer: int, rewards: list[Reward]) -> None: ...
     def feedback(self, layer: int, sid: int, y: Any) -> Any: ...
     def fetch(self, handle: Any) -> np.ndarray: ...
     def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, list[LayerActivity]]: ...
@@ -88,6 +98,10 @@ class Coordinator:
         self.reward_delay = reward_delay
         self.forwards = 0
         self.inflight: deque[InFlight] = deque()
+        n = len(transport.listens_to_feedback)
+        self.rides_with_forward = [not (transport.listens_to_feedback[i] or
+                                        transport.sends_feedback[i]) for i in range(n)]
+        self.held: list[list[Reward]] = [[] for _ in range(n)]
 
     @property
     def n_layers(self) -> int:
@@ -103,7 +117,8 @@ class Coordinator:
             self.input_baseline.forward(sid, x)
         h = x
         for layer in range(self.n_layers):
-            h = self.transport.forward(layer, sid, h)
+            held, self.held[layer] = self.held[layer], []
+            h = self.transport.forward(layer, sid, h, held)
         self.inflight.append(InFlight(sid, self.forwards, h, y, len(x)))
         while self.inflight and self.inflight[0].index + self.reward_delay <= self.forwards:
             done.append(self._deliver(self.inflight.popleft()))
@@ -111,11 +126,19 @@ class Coordinator:
         return done
 
     def finish(self) -> list[Completed]:
-        """Deliver every reward still in flight (end of stream, or before a checkpoint)."""
+        """Deliver every reward still in flight (end of the stream)."""
         done = []
         while self.inflight:
             done.append(self._deliver(self.inflight.popleft()))
+        self.flush()
         return done
+
+    def flush(self) -> None:
+        """Send the rewards that were waiting to ride with a forward."""
+        for layer, held in enumerate(self.held):
+            if held:
+                self.held[layer] = []
+                self.transport.deliver(layer, held)
 
     def _deliver(self, batch: InFlight) -> Completed:
         prediction = self.transport.fetch(batch.output)
@@ -131,6 +154,10 @@ class Coordinator:
             signal = self.input_baseline.advantage(batch.sid, r)
         feedback = None
         for layer in range(self.n_layers - 1, -1, -1):  # top-down (§10)
+            if self.rides_with_forward[layer]:
+                self.held[layer].append((batch.sid, signal, batch.y))
+                feedback = None
+                continue
             out = self.transport.reward(layer, batch.sid, signal, batch.y)
             if self.transport.listens_to_feedback[layer]:
                 out = self.transport.feedback(layer, batch.sid, feedback)
@@ -139,10 +166,12 @@ class Coordinator:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, **kwargs) -> dict:
         """Greedy evaluation at this point of the message order (no side effects on learning)."""
+        self.flush()
         return evaluate_with(self.transport.evaluate, self.objective, x, y, **kwargs)
 
     def state_dict(self) -> dict:
-        """The schedule's state; the in-flight predictions must be values (fetch them first)."""
+        """The schedule's state (held rewards are flushed first, so agents hold them)."""
+        self.flush()
         return {
             "forwards": self.forwards,
             "inflight": [{"sid": b.sid, "index": b.index, "output": self.transport.fetch(b.output),

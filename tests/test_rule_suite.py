@@ -42,7 +42,9 @@ def test_rule_passes_the_shared_checks(rule, family):
     dict(n_inputs=3, n_outputs=1, task="regression", hidden=(6, 5, 4), units="gaussian",
          activation="relu", partition="dsd"),
     dict(n_inputs=5, n_outputs=3, hidden=(8, 8), subset=3),
-], ids=["backprop", "straight-through", "policy-gradient", "partition-dsd", "subset"])
+    dict(n_inputs=5, n_outputs=3, hidden=(8, 7), units_per_agent=3, update_every=(1, 2, 1)),
+], ids=["backprop", "straight-through", "policy-gradient", "partition-dsd", "subset",
+        "node-groups"])
 def test_comparison_learners_and_variants_pass_the_shared_checks(spec):
     rule_checks.check_rule(lambda seed: build_network(NetworkSpec(**spec, lr=0.01), seed))
 
@@ -104,3 +106,12 @@ def test_the_suite_catches_state_that_is_not_saved():
 
     with pytest.raises(AssertionError, match="continue bit-exactly"):
         rule_checks.check_state_round_trip(make)
+
+
+def test_the_suite_catches_an_mlp_whose_views_do_not_survive_pickling(monkeypatch):
+    from async_coagents.core.mlp import MLP
+
+    monkeypatch.delattr(MLP, "__getstate__")
+    monkeypatch.delattr(MLP, "__setstate__")
+    with pytest.raises((AssertionError, ValueError)):
+        rule_checks.check_pickle_round_trip(factory("baseline", "bernoulli"))

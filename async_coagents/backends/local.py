@@ -19,9 +19,16 @@ class LocalTransport:
         self.layers = network.layers
         self.network = network
         self.listens_to_feedback = [layer.listens_to_feedback for layer in network.layers]
+        self.sends_feedback = [layer.sends_feedback for layer in network.layers]
 
-    def forward(self, layer: int, sid: int, x: np.ndarray) -> np.ndarray:
+    def forward(self, layer: int, sid: int, x: np.ndarray, rewards) -> np.ndarray:
+        self.deliver(layer, rewards)
         return self.layers[layer].forward(sid, x)
+
+    def deliver(self, layer: int, rewards) -> None:
+        agent = self.layers[layer]
+        for sid, r, y in rewards:
+            agent.reward(sid, r, y)
 
     def reward(self, layer: int, sid: int, r: np.ndarray, y: np.ndarray):
         return self.layers[layer].reward(sid, r, y)
@@ -58,11 +65,13 @@ class LocalBackend:
 
     def layer_stats(self) -> list[dict]:
         """Per layer agent: name and the counters of :class:`~async_coagents.core.layers.LayerStats`."""
-        return [{"name": layer.name, **layer.stats.as_dict()} for layer in self.network.layers]
+        self.coordinator.flush()
+        return [{"name": agent.name, **agent.stats.as_dict()} for agent in self.network.agents]
 
     def take_staleness(self) -> list[tuple[float, int]]:
         """Per layer agent, mean and max staleness since the previous call."""
-        return [layer.stats.take_interval() for layer in self.network.layers]
+        self.coordinator.flush()
+        return [agent.stats.take_interval() for agent in self.network.agents]
 
     def load_pretrained(self, twin: Network, lr_divisor: float = 128.0) -> None:
         """The §5.4 switch: take the backprop twin's weights, then plain SGD with lr / 128."""
@@ -71,7 +80,8 @@ class LocalBackend:
         switch_to_sgd(self.network, lr_divisor)
 
     def state_dict(self) -> dict:
-        return {"network": self.network.state_dict(), "coordinator": self.coordinator.state_dict()}
+        coordinator = self.coordinator.state_dict()  # flushes held rewards into the layers first
+        return {"network": self.network.state_dict(), "coordinator": coordinator}
 
     def load_state_dict(self, state: dict) -> None:
         self.network.load_state_dict(state["network"])

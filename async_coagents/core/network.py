@@ -26,6 +26,7 @@ import numpy as np
 from async_coagents.core import seeding
 from async_coagents.core.baselines import EmaBaseline, NoBaseline, StateBaseline
 from async_coagents.core.critics import ActionValueCritic
+from async_coagents.core.groups import split_layer
 from async_coagents.core.layers import CoagentLayer, Readout
 from async_coagents.core.metrics import LayerActivity
 from async_coagents.core.mlp import MLP
@@ -78,6 +79,7 @@ class NetworkSpec:
     update_every: int | tuple[int, ...] = 1
     dtype: str = "float32"
     max_pending: int = 1024
+    units_per_agent: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -109,6 +111,7 @@ class NetworkSpec:
         _nonnegative_int("reinforce_updates", self.reinforce_updates)
         _positive_int("subset_every", self.subset_every)
         _positive_int("max_pending", self.max_pending)
+        _nonnegative_int("units_per_agent", self.units_per_agent)
         rule = get_rule(self.rule)
         make_objective(self.task, self.n_outputs)
         if self.reinforce_updates and not rule.reinforce_phase:
@@ -140,6 +143,16 @@ class NetworkSpec:
             return
         if self.output is not None:
             _choice("output", self.output, OUTPUTS)
+        if self.units_per_agent:
+            if rule.critic:
+                raise ConfigError(f"units_per_agent: layers under the critic rule {self.rule!r} "
+                                  "cannot be split into node groups (a critic needs the whole "
+                                  "layer's action)")
+            if self.subset is not None:
+                raise ConfigError("units_per_agent: subset layers cannot be split into node groups")
+            if self.partition and "d" in self.partition:
+                raise ConfigError("units_per_agent: partition groups with deterministic layers "
+                                  "cannot be split into node groups")
         if self.units == "categorical" and (not isinstance(self.n_actions, int)
                                             or self.n_actions < 2):
             raise ConfigError(f"n_actions must be an integer >= 2, got {self.n_actions!r}")
@@ -239,7 +252,7 @@ class NetworkSpec:
         """The backprop MLP of the same widths that pre-trains this network (§5.4)."""
         return replace(self, learner="backprop", activation="relu", partition=None, output=None,
                        rule="reinforce", freeze_at=None, subset=None, reinforce_updates=0,
-                       update_every=1)
+                       update_every=1, units_per_agent=0)
 
 
 def staged_freeze_epochs(epochs: int, n_layers: int) -> list[int | None]:
@@ -334,9 +347,9 @@ class Network:
         return self.layers[-1]
 
     @property
-    def hidden(self) -> list[CoagentLayer]:
-        """The stochastic hidden layers (whose entropy and sparsity are measured, §4.3-4.4)."""
-        return [layer for layer in self.layers[:-1] if isinstance(layer, CoagentLayer)]
+    def agents(self) -> list:
+        """Every agent, bottom to top: each layer, or each node group of a split layer."""
+        return [agent for layer in self.layers for agent in getattr(layer, "groups", [layer])]
 
     def act(self, x: np.ndarray) -> np.ndarray:
         """Greedy prediction (§4.2): argmax units, Gaussian means, deterministic output."""
@@ -446,6 +459,12 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
                 spec.freeze_at is not None and hidden_index is not None) else None,
             **common,
         ))
+    if spec.units_per_agent:
+        for index, layer in enumerate(layers[:-1]):
+            if layer.n_units > spec.units_per_agent:
+                layers[index] = split_layer(
+                    layer, spec.units_per_agent,
+                    lambda g, index=index: seeding.generator(seed, "sampling", index, g))
     input_baseline = None
     if rule.baseline == "input-state":
         input_baseline = InputBaseline(
