@@ -11,6 +11,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,42 +99,136 @@ def bench_mnist_offpolicy(quick: bool) -> Result:
                   "(synchronous engine)", updates, seconds, 32)
 
 
+def backend_spec() -> NetworkSpec:
+    """The backend comparison network: 784-256-256-10, Bernoulli units, REINFORCE + EMA baseline."""
+    return NetworkSpec(n_inputs=784, n_outputs=10, hidden=(256, 256), units="bernoulli",
+                       rule="baseline", optimizer="rmsprop", lr=2.0 ** -11)
+
+
+def _drive(backend, xs: np.ndarray, ys: np.ndarray, updates: int, warmup: int) -> float:
+    n = len(xs)
+    for sid in range(warmup):
+        backend.submit(sid, xs[sid % n], ys[sid % n])
+    backend.finish()
+    start = time.perf_counter()
+    for sid in range(warmup, warmup + updates):
+        backend.submit(sid, xs[sid % n], ys[sid % n])
+    backend.finish()
+    return time.perf_counter() - start
+
+
+def bench_backends(quick: bool) -> list[Result]:
+    """The same network through the local backend and the Ray backend, batch 32 and batch 1,
+    one batch in flight and a pipelined window of 8 (reward delay 7)."""
+    from async_coagents.backends import ray_env
+    from async_coagents.backends.local import LocalBackend
+
+    ray_env.prepare()
+    from async_coagents.backends.ray_backend import RayBackend, connect, disconnect
+
+    started = connect()
+    results = []
+    try:
+        for batch in (32, 1):
+            rng = np.random.default_rng(0)
+            xs = rng.uniform(-1, 1, size=(64, batch, 784)).astype(np.float32)
+            ys = rng.integers(0, 10, size=(64, batch))
+            scale = (1 if quick else 4) * (4 if batch == 1 else 1)
+            for window in (1, 8):
+                settings = {"window": window, "reward_delay": window - 1}
+                with one_core():
+                    local = LocalBackend(build_network(backend_spec(), 0), **settings)
+                    n = 250 * scale
+                    results.append(Result(f"local-b{batch}-w{window}",
+                                          f"784-256-256-10 Bernoulli, batch {batch}, window "
+                                          f"{window}, local backend (one core)",
+                                          n, _drive(local, xs, ys, n, 20), batch))
+                remote = RayBackend(build_network(backend_spec(), 0), settings)
+                try:
+                    n = 150 * scale
+                    results.append(Result(f"ray-b{batch}-w{window}",
+                                          f"784-256-256-10 Bernoulli, batch {batch}, window "
+                                          f"{window}, Ray backend (all cores)",
+                                          n, _drive(remote, xs, ys, n, 20), batch))
+                finally:
+                    remote.close()
+        results.append(bench_call_overhead(quick))
+    finally:
+        if started:
+            disconnect()
+    return results
+
+
+def bench_call_overhead(quick: bool) -> Result:
+    """One actor call and its reply, one at a time: the fixed cost of every Ray message."""
+    from async_coagents.backends.ray_backend import call_round_trips
+
+    n = 300 if quick else 1000
+    seconds = call_round_trips(n)
+    return Result("ray-call-round-trip", "an empty actor call and its reply, sequential "
+                  "(updates/s = calls/s)", n, seconds, 1)
+
+
 BENCHMARKS: dict[str, Callable[[bool], Result | list[Result]]] = {
     "correlated-engine": bench_correlated,
     "mnist-offpolicy-engine": bench_mnist_offpolicy,
+    "backends": bench_backends,
 }
+ENGINE = ("correlated-engine", "mnist-offpolicy-engine")
 
 
-def pin_to_one_core() -> str:
-    """Run on one CPU (Linux affinity) so that "one core" means one core; describe the setting."""
-    threads = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                               "MKL_NUM_THREADS")}
+@contextmanager
+def one_core():
+    """Run on one CPU (Linux affinity) so that "one core" means one core."""
     try:
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-        pinned = "pinned to one CPU"
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(before)})
     except (AttributeError, OSError):
-        pinned = "not pinned (no sched_setaffinity)"
-    return f"{pinned}; BLAS threads {threads}"
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def run_benchmarks(quick: bool = False, only: list[str] | None = None,
                    report: Callable[[str], None] = print) -> dict:
     """Run the benchmarks whose names contain one of ``only`` (all if empty); print a table."""
-    setting = pin_to_one_core()
-    report(f"async_coagents bench on {platform.machine()} {platform.processor() or ''}"
-           f" python {platform.python_version()}, numpy {np.__version__}; {setting}")
+    threads = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                               "MKL_NUM_THREADS")}
+    setting = (f"{os.cpu_count()} CPUs; engine and local backend pinned to one CPU; "
+               f"BLAS threads {threads}")
+    report(f"async_coagents bench on {platform.machine()}, python {platform.python_version()}, "
+           f"numpy {np.__version__}; {setting}")
     results: list[dict] = []
     for name, bench in BENCHMARKS.items():
         if only and not any(part in name for part in only):
             continue
-        outcome = bench(quick)
+        if name in ENGINE:
+            with one_core():
+                outcome = bench(quick)
+        else:
+            outcome = bench(quick)
         for result in outcome if isinstance(outcome, list) else [outcome]:
             results.append(result.as_dict())
             report(f"{result.name:<26} {result.updates_per_s:>10,.0f} updates/s "
                    f"{result.updates_per_s * result.batch:>12,.0f} samples/s   {result.what}")
     by_name = {r["name"]: r for r in results}
+    summary: dict = {}
     if "correlated-engine" in by_name:
         ratio = by_name["correlated-engine"]["updates_per_s"] / PAPER_CODE_UPDATES_PER_S
+        summary["correlated_vs_paper_code"] = round(ratio, 1)
         report(f"correlated network: {ratio:.0f}x the paper's code (~{PAPER_CODE_UPDATES_PER_S} "
                "updates/s on this machine)")
-    return {"setting": setting, "results": results}
+    for batch in (32, 1):
+        local, ray_ = by_name.get(f"local-b{batch}-w1"), by_name.get(f"ray-b{batch}-w8")
+        if local and ray_:
+            ratio = ray_["samples_per_s"] / local["samples_per_s"]
+            summary[f"ray_w8_over_local_b{batch}"] = round(ratio, 3)
+            report(f"batch {batch}: Ray backend (window 8) / local engine = {ratio:.2f}")
+    if "ray-call-round-trip" in by_name:
+        per_call = 1e3 / by_name["ray-call-round-trip"]["updates_per_s"]
+        summary["ray_call_round_trip_ms"] = round(per_call, 3)
+        report(f"Ray actor call round trip: {per_call:.2f} ms")
+    return {"setting": setting, "results": results, "summary": summary}

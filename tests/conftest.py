@@ -5,6 +5,12 @@ import os
 
 import pytest
 
+# Ray reads its authentication mode when it is imported, which test collection may do: set it
+# first. Token auth is off for the test session's own local Ray (CI homes may be read-only and
+# nothing listens beyond the tests); the cluster tests set up their own environment.
+os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 from async_coagents.data import load_dataset
 from async_coagents.errors import DataError
 
@@ -22,3 +28,19 @@ def require_dataset(name: str = "fashion-mnist"):
 @pytest.fixture(scope="session")
 def fashion_mnist():
     return require_dataset("fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for every Ray test (ray_notes §6): 2 CPUs, no dashboard, a small
+    object store, no worker logs in the test output, and token auth explicitly off (CI homes may be
+    read-only; nothing listens beyond this test session)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    context = ray.init(num_cpus=2, num_gpus=0, include_dashboard=False,
+                       object_store_memory=150 * 1024**2, log_to_driver=False,
+                       logging_level="WARNING")
+    yield context
+    ray.shutdown()

@@ -42,7 +42,8 @@ def valid(**sections):
         ({"run": {"updates": 0}}, "a uniform stream is endless: set run.updates"),
         ({"data": {"stream": "correlated"}}, "'correlated' goes with data.dataset 'correlated'"),
         ({"network": {"staged": True}}, "network.staged follows the paper's schedule over epochs"),
-        ({"backend": {"units_per_actor": 4}}, "units_per_actor applies to the ray backend"),
+        ({"backend": {"units_per_actor": 4}, "run": {"updates": 10, "pretrain_updates": 2}},
+         "units_per_actor cannot be combined with run.pretrain_updates"),
     ],
 )
 def test_bad_config_names_the_key_and_why(raw, message):

@@ -143,8 +143,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                             "t+D", minimum=0),
         "update_every": Key("int|ints", 1, "clock rate: a layer steps every n of its batches "
                             "(one value, or one per layer agent)", minimum=1),
-        "units_per_actor": Key("int", 0, "split each layer into node groups of this many units "
-                               "(ray backend); 0 = one actor per layer", minimum=0),
+        "units_per_actor": Key("int", 0, "split each hidden layer into node groups of this many "
+                               "units, each its own agent (an actor on ray); 0 = whole layers",
+                               minimum=0),
         "address": Key("str", "", "Ray cluster address; empty = start a local Ray instance"),
     },
 }
@@ -373,8 +374,9 @@ def _check_combinations(config: dict, origin: str) -> None:
     if (net["subset_redraw"] == "epoch" or net["reinforce_epochs"]) and stream not in (
             "shuffled",):
         raise ConfigError(f"{origin}: epochs-based network settings need a shuffled stream")
-    if backend["units_per_actor"] and backend["kind"] != "ray":
-        raise ConfigError(f"{origin}: backend.units_per_actor applies to the ray backend")
+    if backend["units_per_actor"] and run["pretrain_updates"]:
+        raise ConfigError(f"{origin}: backend.units_per_actor cannot be combined with "
+                          "run.pretrain_updates (pre-training copies whole layers)")
 
 
 def _is_int(value: Any) -> bool:

@@ -301,6 +301,9 @@ def make_backend(config: dict, network: Network):
     backend = config["backend"]
     if backend["kind"] == "local":
         return LocalBackend(network, window=backend["window"], reward_delay=backend["reward_delay"])
+    from async_coagents.backends import ray_env
+
+    ray_env.prepare(backend["address"])  # before ray is imported: it reads the auth mode then
     from async_coagents.backends.ray_backend import RayBackend
 
     return RayBackend(network, backend)

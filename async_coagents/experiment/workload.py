@@ -114,6 +114,7 @@ def network_spec(config: dict, workload: Workload) -> NetworkSpec:
         subset_every=per_epoch if net["subset_redraw"] == "epoch" else 1,
         reinforce_updates=net["reinforce_updates"] or net["reinforce_epochs"] * (per_epoch or 0),
         update_every=config["backend"]["update_every"],
+        units_per_agent=config["backend"]["units_per_actor"],
     )
     try:
         spec = NetworkSpec(**fields)
