@@ -88,6 +88,7 @@ def check_every_layer_learns_and_nothing_leaks(factory: Factory) -> None:
         stats = layer.stats
         assert layer.pending == 0, f"{layer.name} kept batches after their update"
         assert stats.applied == STEPS and stats.unknown == 0 and stats.dropped == 0, layer.name
+        assert len(layer.applied_batches) == STEPS and layer.applied_batches.ranges == [(0, STEPS)]
         assert stats.staleness_max == 0, "a synchronous run has no staleness"
         assert not np.array_equal(layer.net.params, start), f"{layer.name} never learnt"
         assert np.isfinite(layer.net.params).all()

@@ -129,6 +129,25 @@ def test_unknown_batch_ids_are_counted_and_skipped():
     layer = make_layer(Bernoulli(), [3, 4])
     assert layer.reward(99, np.zeros(2)) is None
     assert layer.stats.unknown == 1 and layer.version == 0
+    assert 99 in layer.lost_batches
+
+
+def test_retried_messages_are_idempotent():
+    layer = make_layer(Bernoulli(), [3, 4])
+    x = np.ones((2, 3))
+    h = layer.forward(5, x)
+    np.testing.assert_array_equal(layer.forward(5, x.copy()), h)  # a retried forward: same answer
+    assert layer.stats.retried_forwards == 1 and layer.stats.forwards == 1
+    with pytest.raises(ProtocolError, match="already in flight"):
+        layer.forward(5, 2 * x)  # another batch under the same id
+    layer.reward(5, np.ones(2))
+    params = layer.policy.params.copy()
+    layer.reward(5, np.ones(2))  # a retried reward: skipped, never applied twice
+    np.testing.assert_array_equal(layer.policy.params, params)
+    assert layer.stats.applied == 1 and layer.stats.duplicates == 1
+    assert len(layer.applied_batches) == 1
+    with pytest.raises(ProtocolError, match="already used"):
+        layer.forward(5, x)
 
 
 def test_eviction_bounds_the_pending_batches_and_is_counted():
@@ -136,8 +155,9 @@ def test_eviction_bounds_the_pending_batches_and_is_counted():
     for sid in range(3):
         layer.forward(sid, np.ones((1, 3)))
     assert layer.pending == 2 and layer.stats.evicted == 1
-    layer.reward(0, np.zeros(1))
-    assert layer.stats.unknown == 1
+    assert 0 in layer.dropped_batches
+    layer.reward(0, np.zeros(1))  # a late reward for an evicted batch is skipped
+    assert layer.stats.duplicates == 1 and layer.stats.applied == 0
 
 
 @pytest.mark.parametrize("bad", [np.array([1.0, np.nan]), np.array([np.inf, 0.0])])
@@ -154,7 +174,7 @@ def test_bad_shapes_and_duplicate_ids_are_clear_errors():
         layer.forward(0, np.ones((2, 4)))
     layer.forward(0, np.ones((2, 3)))
     with pytest.raises(ProtocolError, match="already in flight"):
-        layer.forward(0, np.ones((2, 3)))
+        layer.forward(0, np.zeros((2, 3)))
     with pytest.raises(ProtocolError, match=r"shape \(2,\)"):
         layer.reward(0, np.zeros(3))
     with pytest.raises(ProtocolError, match="does not take feedback"):

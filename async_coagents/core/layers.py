@@ -8,7 +8,9 @@
 
 ``reward`` and ``feedback`` return the feedback for the layer below when the call completes the
 batch and the layer sends feedback, else ``None``. A message for a batch id the layer does not hold
-(evicted, or lost in a restart) is counted and skipped, never an error.
+(evicted, or lost in a restart) is counted and skipped, never an error; a message for a batch the
+layer already applied or dropped (a retry) is skipped too, so no update is ever applied twice.
+Every batch id a layer hears of ends in exactly one of its records: applied, dropped or lost.
 
 :class:`CoagentLayer` is a layer of stochastic units (a partition group when its policy network has
 hidden layers, §2.6); :class:`Readout` is a supervised output layer (and, with hidden layers, the
@@ -29,6 +31,7 @@ from async_coagents.core.metrics import LayerActivity
 from async_coagents.core.mlp import MLP
 from async_coagents.core.objectives import Classification, Regression
 from async_coagents.core.optim import Optimizer, make_optimizer
+from async_coagents.core.record import BatchRecord
 from async_coagents.core.seeding import rng_state, set_rng_state
 from async_coagents.core.units import Categorical, Gaussian
 from async_coagents.errors import CheckpointError, ConfigError, ProtocolError
@@ -39,6 +42,9 @@ class LayerStats:
     """What happened to the batches a layer saw, and how stale its updates were.
 
     ``staleness`` of a batch: the layer's parameter steps between its forward and its update.
+    ``unknown``: messages for batches the layer never held (lost); ``duplicates``: messages for
+    batches already applied or dropped (retries, rewards after an eviction), skipped;
+    ``replayed``: updates applied from messages a backend replayed after a restart.
     """
 
     forwards: int = 0
@@ -46,6 +52,9 @@ class LayerStats:
     dropped: int = 0
     evicted: int = 0
     unknown: int = 0
+    duplicates: int = 0
+    replayed: int = 0
+    retried_forwards: int = 0
     staleness_sum: int = 0
     staleness_max: int = 0
     interval_applied: int = 0
@@ -123,6 +132,9 @@ class _Layer:
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._accumulated = np.zeros_like(net.params) if update_every > 1 else None
         self._accumulated_batches = 0
+        self.applied_batches, self.dropped_batches, self.lost_batches = (
+            BatchRecord(), BatchRecord(), BatchRecord())
+        self.replaying = False  # set while a backend replays messages after a restart
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(owned(state))  # the gradient accumulator is updated in place
@@ -145,9 +157,21 @@ class _Layer:
             )
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
-        if sid in self._pending:
-            raise ProtocolError(f"{self.name}: batch id {sid} is already in flight")
+        if sid in self.applied_batches or sid in self.dropped_batches:
+            raise ProtocolError(f"{self.name}: batch id {sid} was already used")
         return x
+
+    def _repeated_forward(self, sid: int, x: np.ndarray) -> np.ndarray | None:
+        """A retried forward (same id, same input) gets its first answer; a different batch under
+        an id in flight is an error."""
+        entry = self._pending.get(sid)
+        if entry is None:
+            return None
+        x = np.asarray(x)
+        if x.shape == entry.x.shape and np.array_equal(x, entry.x):
+            self.stats.retried_forwards += 1
+            return entry.out
+        raise ProtocolError(f"{self.name}: batch id {sid} is already in flight")
 
     def _check_signal(self, sid: int, what: str, value, batch: int) -> np.ndarray:
         value = np.asarray(value, dtype=self.dtype)
@@ -168,21 +192,45 @@ class _Layer:
         self._pending[sid] = entry
         self.stats.forwards += 1
         if len(self._pending) > self.max_pending:
-            self._pending.popitem(last=False)
+            evicted, _ = self._pending.popitem(last=False)
+            self.dropped_batches.add(evicted)
             self.stats.evicted += 1
 
     def _lookup(self, sid: int) -> _Pending | None:
+        """The pending batch ``sid``; ``None`` (counted) for a retry of a batch already settled, or
+        for a batch this layer no longer holds (lost, e.g. forwarded after its last checkpoint)."""
         entry = self._pending.get(sid)
         if entry is None:
-            self.stats.unknown += 1
+            if sid in self.applied_batches or sid in self.dropped_batches:
+                self.stats.duplicates += 1
+            else:
+                self.stats.unknown += 1
+                self.lost_batches.add(sid)
         return entry
+
+    def _settle(self, sid: int) -> None:
+        """Record batch ``sid`` as applied (its update is done)."""
+        self.applied_batches.add(sid)
+        self.stats.applied += 1
+        if self.replaying:
+            self.stats.replayed += 1
 
     def forget(self, sid: int) -> bool:
         """Drop batch ``sid`` without learning from it (counted as dropped)."""
         if self._pending.pop(sid, None) is None:
             return False
+        self.dropped_batches.add(sid)
         self.stats.dropped += 1
         return True
+
+    def records(self) -> dict[str, BatchRecord]:
+        return {"applied": self.applied_batches, "dropped": self.dropped_batches,
+                "lost": self.lost_batches}
+
+    def report(self) -> dict:
+        """Name, counters and the sizes of the batch records, for run summaries."""
+        return {"name": self.name, **self.stats.as_dict(), "pending": len(self._pending),
+                **{f"{name}_batches": len(record) for name, record in self.records().items()}}
 
     # ---- learning ---------------------------------------------------------------------------
     def _step(self) -> None:
@@ -214,6 +262,7 @@ class _Layer:
             "accumulated": None if self._accumulated is None else self._accumulated.copy(),
             "accumulated_batches": self._accumulated_batches,
             "pending": [[sid, entry.to_dict()] for sid, entry in self._pending.items()],
+            "records": {name: record.to_list() for name, record in self.records().items()},
         }
         state.update(self._extra_state())
         return state
@@ -240,6 +289,10 @@ class _Layer:
         self._accumulated_batches = int(state["accumulated_batches"])
         self._pending = OrderedDict((int(sid), _Pending.from_dict(entry))
                                     for sid, entry in state["pending"])
+        records = state["records"]
+        self.applied_batches = BatchRecord.from_list(records["applied"])
+        self.dropped_batches = BatchRecord.from_list(records["dropped"])
+        self.lost_batches = BatchRecord.from_list(records["lost"])
         self._load_extra_state(state)
 
     def _extra_state(self) -> dict:
@@ -318,6 +371,9 @@ class CoagentLayer(_Layer):
     # ---- protocol -----------------------------------------------------------------------------
     def forward(self, sid: int, x: np.ndarray) -> np.ndarray:
         """Sample this layer's action for batch ``sid``; return the state ``phi(a)`` ``(B, U)``."""
+        repeated = self._repeated_forward(sid, x)
+        if repeated is not None:
+            return repeated
         x = self._check_input(sid, x)
         z, cache = self.policy.forward(x)
         unit = self.unit
@@ -384,7 +440,9 @@ class CoagentLayer(_Layer):
                 self.listens_to_feedback and entry.feedback is None):
             return None
         del self._pending[sid]
-        return self._learn(entry)
+        feedback_below = self._learn(entry)
+        self._settle(sid)
+        return feedback_below
 
     def _learn(self, e: _Pending):
         """The update of one batch, in the reference order of §10 for this layer:
@@ -412,7 +470,6 @@ class CoagentLayer(_Layer):
             self.policy.backward(e.cache, d)
             self._step()
             self.baseline.learn(signal, e.x)
-        self.stats.applied += 1
         return feedback_below
 
     # ---- state --------------------------------------------------------------------------------
@@ -457,6 +514,9 @@ class Readout(_Layer):
 
     def forward(self, sid: int, x: np.ndarray) -> np.ndarray:
         """The prediction for batch ``sid``: logits ``(B, C)`` or ``(B, 1)``."""
+        repeated = self._repeated_forward(sid, x)
+        if repeated is not None:
+            return repeated
         x = self._check_input(sid, x)
         out, cache = self.net.forward(x, self.rng)
         self._remember(sid, _Pending(x, cache, out, self.version))
@@ -474,7 +534,7 @@ class Readout(_Layer):
         self.stats.record_staleness(self.version - entry.version)
         self.net.backward(entry.cache, self.objective.loss_grad(entry.out, target))
         self._step()
-        self.stats.applied += 1
+        self._settle(sid)
         return None
 
     def feedback(self, sid: int, y: np.ndarray | None) -> None:
