@@ -51,7 +51,7 @@ def run_setting(out: Path, label: str, window: int, delay: int, clocks: list[int
     summary = train(config, directory, progress=False)
     last = RunDirectory(directory).metrics()[-1]
     staleness = [(s["staleness_mean"], s["staleness_max"])
-                 for s in summary["accounting"]["layers"]]
+                 for s in summary["accounting"]["agents"]]
     return {"label": label, "backend": backend, "dir": directory,
             "accuracy": last["test_accuracy"], "staleness": staleness,
             "samples_per_s": summary["samples_per_s"], "seconds": time.perf_counter() - start}

@@ -30,17 +30,26 @@ def fashion_mnist():
     return require_dataset("fashion-mnist")
 
 
+RAY_TEST_INIT = dict(num_cpus=2, num_gpus=0, include_dashboard=False,
+                     object_store_memory=150 * 1024**2, log_to_driver=False,
+                     logging_level="WARNING")
+
+
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray instance for every Ray test (ray_notes §6): 2 CPUs, no dashboard, a small
-    object store, no worker logs in the test output, and token auth explicitly off (CI homes may be
-    read-only; nothing listens beyond this test session)."""
+def _ray_stopped_at_exit():
+    yield
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
-    context = ray.init(num_cpus=2, num_gpus=0, include_dashboard=False,
-                       object_store_memory=150 * 1024**2, log_to_driver=False,
-                       logging_level="WARNING")
-    yield context
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_session(_ray_stopped_at_exit):
+    """One local Ray instance shared by the Ray tests (ray_notes §6): 2 CPUs, no dashboard, a
+    small object store, no worker logs in the test output. Started on first use and kept for the
+    session; started again if a multi-node test module shut it down for its own cluster."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(**RAY_TEST_INIT)
+    return ray

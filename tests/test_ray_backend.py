@@ -160,6 +160,6 @@ def test_a_ray_run_stopped_and_resumed_ends_like_an_uninterrupted_local_run(tmp_
     for a, b in zip(*layers, strict=True):
         for ga, gb in zip(a.get("groups", [a]), b.get("groups", [b]), strict=True):
             np.testing.assert_array_equal(ga["params"], gb["params"])
-    names = [s["name"] for s in summary["accounting"]["layers"]]
+    names = [s["name"] for s in summary["accounting"]["agents"]]
     assert names[:3] == ["layer0.g0", "layer0.g1", "layer1.g0"]
-    assert all(s["applied"] == 80 for s in summary["accounting"]["layers"])
+    assert all(s["applied"] == 80 for s in summary["accounting"]["agents"])

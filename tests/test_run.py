@@ -67,8 +67,10 @@ def test_a_run_writes_config_metrics_summary_and_checkpoint(tmp_path):
     assert summary["status"] == "completed" and summary["samples_per_s"] > 0
     accounting = summary["accounting"]
     assert accounting["submitted"] == accounting["rewarded"] == 120
-    assert accounting["in_flight"] == 0
-    assert all(layer["applied"] == 120 for layer in accounting["layers"])
+    assert accounting["in_flight"] == 0 and accounting["complete"]
+    assert all(agent["applied"] == 120 and agent["unaccounted"] == 0
+               for agent in accounting["agents"])
+    assert summary["backend"] == "local" and len(summary["placement"]) == 3
     assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
 
 

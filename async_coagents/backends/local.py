@@ -66,12 +66,17 @@ class LocalBackend:
     def layer_stats(self) -> list[dict]:
         """Per layer agent: name and the counters of :class:`~async_coagents.core.layers.LayerStats`."""
         self.coordinator.flush()
-        return [{"name": agent.name, **agent.stats.as_dict()} for agent in self.network.agents]
+        return [agent.report() for agent in self.network.agents]
 
     def take_staleness(self) -> list[tuple[float, int]]:
         """Per layer agent, mean and max staleness since the previous call."""
         self.coordinator.flush()
         return [agent.stats.take_interval() for agent in self.network.agents]
+
+    def describe(self) -> dict:
+        """Where the agents run."""
+        return {"backend": "local", "placement": [{"name": agent.name, "node_id": "local"}
+                                                  for agent in self.network.agents]}
 
     def load_pretrained(self, twin: Network, lr_divisor: float = 128.0) -> None:
         """The §5.4 switch: take the backprop twin's weights, then plain SGD with lr / 128."""

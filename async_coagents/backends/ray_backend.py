@@ -7,49 +7,121 @@ the same messages in the same order as the local backend, so both end bit for bi
 (`reference/ray_notes.md` §3). Rewards and feedback are sent by value and not waited for; at most
 ``max_outstanding`` such calls are pending before the driver waits for the oldest (backpressure,
 and errors surface). Activations are chained as object references from actor to actor.
+
+Fault tolerance (ray_notes §4): actors restart automatically (``max_restarts``; calls in flight
+are retried) and a restarted actor continues from its own last checkpoint, written atomically
+every ``checkpoint_every`` applied updates and at every checkpoint of the run, in
+``checkpoint_dir`` (shared storage on a cluster). Agents are idempotent (a retried message never
+applies an update twice). The driver keeps the reward and feedback messages sent since the run's
+last checkpoint and replays them to a restarted actor, which re-applies the updates it lost for
+batches it still holds; batches it no longer holds are recorded as lost. Every agent ends with
+every batch applied, dropped or lost.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 import ray
 from ray.exceptions import RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from async_coagents.backends import ray_env
+from async_coagents.checkpoint import load_checkpoint, save_checkpoint
 from async_coagents.core.groups import concatenate_activity
 from async_coagents.core.metrics import LayerActivity
 from async_coagents.core.network import Network
 from async_coagents.core.trainer import copy_pretrained, switch_to_sgd
-from async_coagents.errors import CoagentsError
+from async_coagents.errors import CoagentsError, ConfigError
 from async_coagents.protocol import Completed, Coordinator, Reward
 
 
 @ray.remote
 class LayerActor:
-    """One agent of the protocol in its own process: a core layer (or node group) object."""
+    """One agent of the protocol in its own process: a core layer (or node group) object.
 
-    def __init__(self, agent) -> None:
+    With ``checkpoint_path`` the actor saves its agent there (atomically, msgpack) every
+    ``checkpoint_every`` applied updates and on request; when Ray restarts it within the same
+    ``session`` it continues from that file instead of from the agent it was created with.
+    """
+
+    def __init__(self, agent, checkpoint_path: str | None = None, session: str = "",
+                 checkpoint_every: int = 0) -> None:
         self.agent = agent
+        self.path = checkpoint_path
+        self.session = session
+        self.checkpoint_every = checkpoint_every
+        self.incarnation = 0
+        if self.path and os.path.exists(self.path):
+            state = load_checkpoint(self.path, kind="agent")
+            if state["session"] == session:  # a restart of this run's actor
+                self.agent.load_state_dict(state["agent"])
+                self.incarnation = int(state["incarnation"]) + 1
+        self._saved_at = self._applied()
+        if self.path:
+            self.checkpoint()
+
+    def _applied(self) -> int:
+        return self.agent.stats.applied if self.agent is not None else 0
+
+    def checkpoint(self) -> None:
+        """Save the agent now."""
+        save_checkpoint(self.path, {"session": self.session, "incarnation": self.incarnation,
+                                    "agent": self.agent.state_dict()}, kind="agent")
+        self._saved_at = self._applied()
+
+    def _after_update(self) -> None:
+        if self.path and self.checkpoint_every and (
+                self._applied() - self._saved_at >= self.checkpoint_every):
+            self.checkpoint()
 
     def step(self, sid: int, rewards: list[Reward], *inputs: np.ndarray) -> np.ndarray:
         """Rewards that rode with this call first, then the forward of batch ``sid``."""
         for s, r, y in rewards:
             self.agent.reward(s, r, y)
+        self._after_update()
         return self.agent.forward(sid, _join(inputs))
 
     def reward(self, sid: int, r: np.ndarray, y: np.ndarray):
-        return self.agent.reward(sid, r, y)
+        out = self.agent.reward(sid, r, y)
+        self._after_update()
+        return out
 
     def feedback(self, sid: int, y):
-        return self.agent.feedback(sid, y)
+        out = self.agent.feedback(sid, y)
+        self._after_update()
+        return out
 
     def deliver(self, rewards: list[Reward]) -> None:
         for s, r, y in rewards:
             self.agent.reward(s, r, y)
+        self._after_update()
+
+    def replay(self, messages: list[tuple]) -> None:
+        """Messages sent since the run's last checkpoint, again: the agent re-applies what it lost
+        and skips what it already applied or dropped."""
+        self.agent.replaying = True
+        try:
+            for kind, sid, a, b in messages:
+                if kind == "reward":
+                    self.agent.reward(sid, a, b)
+                else:
+                    self.agent.feedback(sid, a)
+        finally:
+            self.agent.replaying = False
+        self._after_update()
+
+    def info(self) -> dict:
+        """Where and in which incarnation this agent runs."""
+        context = ray.get_runtime_context()
+        return {"name": self.agent.name, "pid": os.getpid(), "node_id": context.get_node_id(),
+                "ip": ray.util.get_node_ip_address(), "incarnation": self.incarnation}
+
 
     @ray.method(num_returns=2)
     def measure(self, *inputs: np.ndarray):
@@ -66,7 +138,7 @@ class LayerActor:
         self.agent.load_state_dict(state)
 
     def stats(self) -> dict:
-        return {"name": self.agent.name, **self.agent.stats.as_dict()}
+        return self.agent.report()
 
     def take_interval(self) -> tuple[float, int]:
         return self.agent.stats.take_interval()
@@ -95,18 +167,35 @@ def get(refs):
 
 
 class RayTransport:
-    """Messages as actor calls. A handle is the list of output references of a layer's actors."""
+    """Messages as actor calls. A handle is the list of output references of a layer's actors.
+
+    With ``agent_dir`` every actor checkpoints itself there and the transport logs the reward and
+    feedback messages since the last :meth:`checkpoint_all`, to replay them to a restarted actor.
+    """
 
     def __init__(self, network: Network, *, max_outstanding: int = 64,
-                 actor_options: dict | None = None) -> None:
-        options = actor_options or {}
-        self.actors = [[LayerActor.options(**options).remote(agent)
-                        for agent in getattr(layer, "groups", [layer])]
-                       for layer in network.layers]
+                 actor_options: Callable[[int], dict] | None = None, agent_dir: str | None = None,
+                 session: str = "", checkpoint_every: int = 0) -> None:
+        self.actors = []
+        for index, layer in enumerate(network.layers):
+            options = actor_options(index) if actor_options else {}
+            self.actors.append([
+                LayerActor.options(**options).remote(
+                    agent, os.path.join(agent_dir, f"{agent.name}.ckpt") if agent_dir else None,
+                    session, checkpoint_every)
+                for agent in getattr(layer, "groups", [layer])])
         self.listens_to_feedback = [layer.listens_to_feedback for layer in network.layers]
         self.sends_feedback = [layer.sends_feedback for layer in network.layers]
         self.max_outstanding = max_outstanding
         self.outstanding: deque = deque()
+        self.logging = agent_dir is not None
+        self.log: list[tuple] = []  # (layer, kind, sid, a, b) since the last checkpoint_all
+        self.incarnations = [0] * len(self.flat_actors)
+        self.replays = 0
+
+    def _record(self, layer: int, kind: str, sid: int, a, b=None) -> None:
+        if self.logging:
+            self.log.append((layer, kind, sid, a, b))
 
     @property
     def flat_actors(self) -> list:
@@ -124,24 +213,54 @@ class RayTransport:
         get(refs)
 
     def forward(self, layer: int, sid: int, x, rewards: list[Reward]) -> list:
+        for s, r, y in rewards:
+            self._record(layer, "reward", s, r, y)
         inputs = x if isinstance(x, list) else [x]
         if len(self.actors[layer]) > 1 and not isinstance(x, list):
             inputs = [ray.put(x)]  # one copy in the object store for every node group
         return [actor.step.remote(sid, rewards, *inputs) for actor in self.actors[layer]]
 
     def reward(self, layer: int, sid: int, r: np.ndarray, y: np.ndarray):
+        self._record(layer, "reward", sid, r, y)
         refs = [actor.reward.remote(sid, r, y) for actor in self.actors[layer]]
         self._track(refs)
         return refs[0] if self.sends_feedback[layer] else None
 
     def feedback(self, layer: int, sid: int, y):
         (actor,) = self.actors[layer]
+        self._record(layer, "feedback", sid, y)
         ref = actor.feedback.remote(sid, y)
         self._track([ref])
         return ref
 
     def deliver(self, layer: int, rewards: list[Reward]) -> None:
+        for s, r, y in rewards:
+            self._record(layer, "reward", s, r, y)
         self._track([actor.deliver.remote(rewards) for actor in self.actors[layer]])
+
+    # ---- fault tolerance ----------------------------------------------------------------------
+    def infos(self) -> list[dict]:
+        return get([actor.info.remote() for actor in self.flat_actors])
+
+    def replay_restarted(self) -> list[dict]:
+        """Replay the logged messages to every actor that restarted since it was last seen."""
+        infos = self.infos()
+        layer_of = [i for i, group in enumerate(self.actors) for _ in group]
+        for index, (info, actor) in enumerate(zip(infos, self.flat_actors, strict=True)):
+            if info["incarnation"] != self.incarnations[index]:
+                self.incarnations[index] = info["incarnation"]
+                messages = [(kind, sid, get(a) if isinstance(a, ray.ObjectRef) else a, b)
+                            for layer, kind, sid, a, b in self.log if layer == layer_of[index]]
+                get(actor.replay.remote(messages))
+                self.replays += 1
+        return infos
+
+    def checkpoint_all(self) -> None:
+        """Every actor saves its agent; the replay log starts afresh."""
+        self.drain()
+        self.replay_restarted()
+        get([actor.checkpoint.remote() for actor in self.flat_actors])
+        self.log = []
 
     def fetch(self, handle) -> np.ndarray:
         if isinstance(handle, np.ndarray):
@@ -208,14 +327,44 @@ class RayBackend:
 
     name = "ray"
 
-    def __init__(self, network: Network, backend: dict) -> None:
+    def __init__(self, network: Network, backend: dict, *, agent_dir: str | None = None) -> None:
+        placement = backend.get("placement", "default")
+        resources = backend.get("node_resources", [])
+        if placement == "resources" and len(resources) != len(network.layers):
+            raise ConfigError(f"backend.node_resources needs one resource name per layer "
+                              f"({len(network.layers)}), got {resources!r}")
+        # restarting is only useful when the actor has a checkpoint to continue from
+        restarts = backend.get("max_restarts", 0) if agent_dir else 0
+
         self.started_ray = connect(backend.get("address", ""))
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+
+        def options(layer: int) -> dict:
+            opts: dict = {"max_restarts": restarts, "max_task_retries": -1 if restarts else 0}
+            if placement == "spread":
+                opts["scheduling_strategy"] = "SPREAD"
+            elif placement == "nodes":  # layer i on node i mod n, elsewhere if that node dies
+                opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                    nodes[layer % len(nodes)], soft=True)
+            elif placement == "resources":  # an actor with resources must say num_cpus (§0.4)
+                opts.update(num_cpus=0, resources={resources[layer]: 0.001})
+            return opts
+
+        if agent_dir:
+            os.makedirs(agent_dir, exist_ok=True)
         self.network = network
-        self.transport = RayTransport(network, max_outstanding=backend.get("max_outstanding", 64))
+        self.transport = RayTransport(
+            network, max_outstanding=backend.get("max_outstanding", 64), actor_options=options,
+            agent_dir=agent_dir, session=uuid.uuid4().hex,
+            checkpoint_every=backend.get("checkpoint_every", 0))
         self.coordinator = Coordinator(self.transport, network.objective,
                                        input_baseline=network.input_baseline,
                                        window=backend["window"],
                                        reward_delay=backend["reward_delay"])
+
+    def _recover(self) -> None:
+        if self.transport.logging:
+            self.transport.replay_restarted()
 
     def submit(self, sid: int, x: np.ndarray, y: np.ndarray) -> list[Completed]:
         return self.coordinator.submit(sid, x, y)
@@ -223,10 +372,20 @@ class RayBackend:
     def finish(self) -> list[Completed]:
         done = self.coordinator.finish()
         self.transport.drain()
+        self._recover()
         return done
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, **kwargs) -> dict:
+        self.coordinator.flush()
+        self._recover()
         return self.coordinator.evaluate(x, y, **kwargs)
+
+    def describe(self) -> dict:
+        """Where every agent runs (node and address) and how often actors were recovered."""
+        return {"backend": "ray",
+                "placement": [{k: info[k] for k in ("name", "node_id", "ip", "incarnation")}
+                              for info in self.transport.infos()],
+                "replays": self.transport.replays}
 
     def layer_stats(self) -> list[dict]:
         self.coordinator.flush()
@@ -257,6 +416,8 @@ class RayBackend:
 
     def state_dict(self) -> dict:
         coordinator = self.coordinator.state_dict()  # flushes held rewards to the actors first
+        if self.transport.logging:
+            self.transport.checkpoint_all()  # every actor saves; the replay log starts afresh
         self._pull()
         return {"network": self.network.state_dict(), "coordinator": coordinator}
 

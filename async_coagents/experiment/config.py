@@ -27,7 +27,8 @@ from async_coagents.errors import ConfigError
 # Types a key may have: "int", "float" (an int is accepted), "str", "bool", "ints" (list of int),
 # "int|ints" (one int or a list of int, e.g. per-layer clock rates).
 _TYPE_NAMES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean",
-               "ints": "list of integers", "int|ints": "integer or list of integers"}
+               "ints": "list of integers", "int|ints": "integer or list of integers",
+               "strs": "list of strings"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Key:
 
     @property
     def is_list(self) -> bool:
-        return self.type == "ints"
+        return self.type in ("ints", "strs")
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -147,6 +148,21 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                "units, each its own agent (an actor on ray); 0 = whole layers",
                                minimum=0),
         "address": Key("str", "", "Ray cluster address; empty = start a local Ray instance"),
+        "placement": Key("str", "default", "where Ray places the layer actors: default (Ray "
+                         "decides), nodes (layer i on the i-th node, round robin; elsewhere if that "
+                         "node dies), spread (Ray spreads, best effort) or resources (layer i needs "
+                         "the custom resource node_resources[i], a hard constraint)",
+                         choices=("default", "nodes", "spread", "resources")),
+        "node_resources": Key("strs", [], "placement = resources: one custom resource name per "
+                              "layer (declared with `ray start --resources`)"),
+        "max_restarts": Key("int", -1, "ray: restarts of a dead layer actor (-1 = no limit, "
+                            "0 = none); a restarted actor continues from its own checkpoint",
+                            minimum=-1),
+        "checkpoint_every": Key("int", 200, "ray: each layer actor saves its state every this "
+                                "many updates (and at every run checkpoint); 0 = run "
+                                "checkpoints only", minimum=0),
+        "checkpoint_dir": Key("str", "", "ray: where layer actors save (shared storage on a "
+                              "cluster); empty = <run directory>/agents"),
     },
 }
 TOP_LEVEL = {"name": Key("str", "experiment", "name of the experiment (used in run directories)"),
@@ -258,7 +274,7 @@ def expand_sweep(raw: dict) -> list[tuple[dict, dict]]:
 def _is_sweep(spec: Key, value: Any) -> bool:
     if not isinstance(value, list):
         return False
-    if spec.type == "ints":
+    if spec.type in ("ints", "strs"):
         return bool(value) and all(isinstance(v, list) for v in value)
     if spec.type == "int|ints":
         return bool(value) and all(isinstance(v, list) for v in value)
@@ -308,6 +324,10 @@ def _check(dotted: str, spec: Key, value: Any, origin: str) -> Any:
             if not _is_int(item):
                 raise ConfigError(f"{where}[{i}] must be an integer, got {item!r}")
             _check_range(f"{where}[{i}]", spec, item)
+        return list(value)
+    if spec.type == "strs":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a {expected}, got {value!r}")
         return list(value)
     if spec.type == "ints":
         raise ConfigError(f"{where} must be a {expected}, got {value!r}")
@@ -374,6 +394,9 @@ def _check_combinations(config: dict, origin: str) -> None:
     if (net["subset_redraw"] == "epoch" or net["reinforce_epochs"]) and stream not in (
             "shuffled",):
         raise ConfigError(f"{origin}: epochs-based network settings need a shuffled stream")
+    if backend["placement"] == "resources" and not backend["node_resources"]:
+        raise ConfigError(f"{origin}: backend.placement = 'resources' needs "
+                          "backend.node_resources (one resource name per layer)")
     if backend["units_per_actor"] and run["pretrain_updates"]:
         raise ConfigError(f"{origin}: backend.units_per_actor cannot be combined with "
                           "run.pretrain_updates (pre-training copies whole layers)")

@@ -118,7 +118,7 @@ class Run:
         self.spec = network_spec(config, self.workload)
         seed = config["run"]["seed"]
         self.network: Network = build_network(self.spec, seed)
-        self.backend = make_backend(config, self.network)
+        self.backend = make_backend(config, self.network, directory.path)
         self.pretrain_updates = config["run"]["pretrain_updates"]
         if self.pretrain_updates >= self.workload.updates:
             raise ConfigError(f"run.pretrain_updates ({self.pretrain_updates}) must be smaller "
@@ -253,8 +253,13 @@ class Run:
         s, w = self.state, self.workload
         rows = self.directory.metrics()
         final = rows[-1] if rows else {}
-        layers = self.backend.layer_stats()
-        in_flight = s.updates - s.completed
+        pretrain = min(s.updates, self.pretrain_updates)
+        to_agents = s.updates - pretrain  # batches the agents were sent
+        agents = []
+        for report in self.backend.layer_stats():  # each batch: applied, dropped, lost or pending
+            settled = sum(report[f"{kind}_batches"] for kind in ("applied", "dropped", "lost"))
+            agents.append({**report, "unaccounted": to_agents - settled - report["pending"]})
+        described = self.backend.describe()
         return {
             "name": self.name, "status": status, "error": error, "version": __version__,
             "updates": s.updates, "updates_total": w.updates, "samples": s.samples,
@@ -262,10 +267,11 @@ class Run:
             "samples_per_s": s.samples / s.train_s if s.train_s else None,
             "updates_per_s": s.updates / s.train_s if s.train_s else None,
             "final": {k: v for k, v in final.items() if k not in ("staleness_mean", "staleness_max")},
-            "accounting": {"submitted": s.updates, "rewarded": s.completed, "in_flight": in_flight,
-                           "pretrain": min(s.updates, self.pretrain_updates),
-                           "layers": layers},
-            "backend": self.config["backend"]["kind"],
+            "accounting": {
+                "submitted": s.updates, "pretrain": pretrain, "to_agents": to_agents,
+                "rewarded": s.completed, "in_flight": s.updates - s.completed,
+                "complete": all(a["unaccounted"] == 0 for a in agents), "agents": agents},
+            "backend": described.pop("backend"), **described,
         }
 
     def save_checkpoint(self) -> None:
@@ -296,8 +302,9 @@ class Run:
         self.backend.close()
 
 
-def make_backend(config: dict, network: Network):
-    """The backend of ``config["backend"]`` around ``network``."""
+def make_backend(config: dict, network: Network, run_dir: Path):
+    """The backend of ``config["backend"]`` around ``network``; Ray actors checkpoint themselves in
+    ``backend.checkpoint_dir`` or ``run_dir/agents``."""
     backend = config["backend"]
     if backend["kind"] == "local":
         return LocalBackend(network, window=backend["window"], reward_delay=backend["reward_delay"])
@@ -306,7 +313,8 @@ def make_backend(config: dict, network: Network):
     ray_env.prepare(backend["address"])  # before ray is imported: it reads the auth mode then
     from async_coagents.backends.ray_backend import RayBackend
 
-    return RayBackend(network, backend)
+    return RayBackend(network, backend,
+                      agent_dir=backend["checkpoint_dir"] or str(Path(run_dir) / "agents"))
 
 
 def train(config: dict, out: str | Path, *, progress: bool | None = None,

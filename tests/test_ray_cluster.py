@@ -1,0 +1,92 @@
+"""Multi-node runs on one machine (ray.cluster_utils.Cluster, its own module and cluster): layers
+placed on three different nodes learn; a node removed mid-run loses its layers, which come back on
+the surviving nodes from their own checkpoints, and the run completes with every batch accounted
+for."""
+
+import numpy as np
+import pytest
+
+from async_coagents.checkpoint import load_checkpoint
+from async_coagents.experiment import config as cfg
+from async_coagents.experiment.run import train
+from tests.conftest import RAY_TEST_INIT
+from tests.test_ray_faults import run_with
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():  # the session's single-node Ray must not run beside the cluster
+        ray.shutdown()
+    c = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "resources": {"node0": 1}, "include_dashboard": False})
+    workers = [c.add_node(num_cpus=1, resources={f"node{i}": 1}) for i in (1, 2)]
+    c.wait_for_nodes()
+    ray.init(address=c.address, log_to_driver=False, logging_level="WARNING")
+    try:
+        yield c, workers
+    finally:
+        ray.shutdown()
+        c.shutdown()
+    assert RAY_TEST_INIT  # later Ray tests start their own instance again (conftest)
+
+
+def config(*sets):
+    ((c, _),) = cfg.load("quickstart", [
+        "run.updates=2400", "run.eval_every=600", "network.hidden=[32, 16]",
+        'backend.kind="ray"', "backend.window=2", "backend.reward_delay=1",
+        "backend.checkpoint_every=25", *sets])
+    return c
+
+
+def test_layers_on_three_nodes_learn(cluster, tmp_path):
+    summary = run_with(config('backend.placement="resources"',
+                              'backend.node_resources=["node0", "node1", "node2"]'),
+                       tmp_path / "run", at_update=0, action=lambda run: None)
+    nodes = [p["node_id"] for p in summary["placement"]]
+    assert len(set(nodes)) == 3  # layer0, layer1 and the output each on its own node
+    assert summary["accounting"]["complete"]
+    # no fault: three nodes end with exactly the weights of the in-process simulation
+    local = config('backend.kind="local"', "backend.checkpoint_every=0")
+    train(local, tmp_path / "local", progress=False)
+    layers = [load_checkpoint(tmp_path / d / "checkpoint.ckpt")["backend"]["network"]["layers"]
+              for d in ("run", "local")]
+    for a, b in zip(*layers, strict=True):
+        np.testing.assert_array_equal(a["params"], b["params"])
+    assert summary["final"]["test_accuracy"] >= 0.95  # measured 1.0 (deterministic); chance 0.5
+
+
+def test_a_node_removed_mid_run_its_layers_move_and_the_run_completes(cluster, tmp_path):
+    c, workers = cluster
+    removed = {}
+
+    def remove_a_worker_hosting_a_layer(run):
+        placement = run.backend.describe()["placement"]
+        hosted = {p["node_id"] for p in placement}
+        victim = next(w for w in workers if w.node_id in hosted)
+        removed["node"] = victim.node_id
+        removed["layers"] = [p["name"] for p in placement if p["node_id"] == victim.node_id]
+        c.remove_node(victim)
+
+    summary = run_with(config('backend.placement="nodes"'), tmp_path / "run", at_update=1033,
+                       action=remove_a_worker_hosting_a_layer)
+    assert summary["status"] == "completed"
+    assert removed["layers"], "placement 'nodes' put no layer on a worker node"
+    for p in summary["placement"]:
+        assert p["node_id"] != removed["node"]  # nothing runs on the lost node any more
+        if p["name"] in removed["layers"]:
+            assert p["incarnation"] >= 1  # came back from its own checkpoint
+    accounting = summary["accounting"]
+    assert accounting["complete"]
+    for agent in accounting["agents"]:
+        assert agent["applied"] == agent["applied_batches"]  # no update applied twice
+        assert agent["unaccounted"] == 0
+        assert agent["applied_batches"] + agent["dropped_batches"] + agent["lost_batches"] == 2400
+    moved = [a for a in accounting["agents"] if a["name"] in removed["layers"]]
+    assert all(a["lost_batches"] + a["replayed"] + a["duplicates"] > 0 for a in moved)
+    # measured: 1.0 without the fault and in 3 of 3 runs with it (the fault falls at different
+    # points of the message stream); chance is 0.5
+    assert summary["final"]["test_accuracy"] >= 0.9
