@@ -19,11 +19,16 @@ class BatchRecord:
         self.ends: list[int] = []
 
     def __contains__(self, sid: int) -> bool:
+        if not self.ends or sid >= self.ends[-1]:  # the usual case: a new, larger id
+            return False
         i = bisect.bisect_right(self.starts, sid) - 1
         return i >= 0 and sid < self.ends[i]
 
     def add(self, sid: int) -> bool:
         """Add ``sid``; False if it was already there."""
+        if self.ends and sid == self.ends[-1]:  # the usual case: the next id extends the last range
+            self.ends[-1] = sid + 1
+            return True
         i = bisect.bisect_right(self.starts, sid) - 1
         if i >= 0 and sid < self.ends[i]:
             return False
