@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="continue a run from its last checkpoint, bit-exactly")
     p.add_argument("run_dir", help="the run directory")
+    p.add_argument("--address", help="continue a Ray run on the cluster at this address instead of "
+                                     "the one in its config (the maths is unchanged)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_resume)
 
@@ -125,7 +127,8 @@ def _train(args) -> int:
 def _resume(args) -> int:
     from async_coagents.experiment.run import resume
 
-    summary = resume(args.run_dir, progress=False if args.no_progress else None)
+    summary = resume(args.run_dir, progress=False if args.no_progress else None,
+                     address=args.address)
     print(_summary_line(Path(args.run_dir), summary))
     return 0 if summary["status"] == "completed" else 130
 

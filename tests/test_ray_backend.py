@@ -2,8 +2,11 @@
 every learning rule (one batch in flight; and window 4 with reward delay 3), node groups,
 staleness, accounting, errors from actors, and a run through the run directory machinery."""
 
+import json
+
 import numpy as np
 import pytest
+import ray
 
 from async_coagents.backends.local import LocalBackend
 from async_coagents.backends.ray_backend import RayBackend
@@ -153,8 +156,10 @@ def test_a_ray_run_stopped_and_resumed_ends_like_an_uninterrupted_local_run(tmp_
     train(config("local"), tmp_path / "local", progress=False)
     stopped = stopped_run(config("ray"), tmp_path / "ray", stop_after=33)
     assert stopped["status"] == "interrupted" and stopped["accounting"]["in_flight"] == 2
-    summary = resume(tmp_path / "ray", progress=False)
+    address = ray.get_runtime_context().gcs_address  # the driver died; the cluster lives on
+    summary = resume(tmp_path / "ray", progress=False, address=address)
     assert summary["status"] == "completed" and summary["backend"] == "ray"
+    assert json.loads((tmp_path / "ray" / "config.json").read_text())["backend"]["address"] == address
     layers = [load_checkpoint(tmp_path / d / "checkpoint.ckpt")["backend"]["network"]["layers"]
               for d in ("local", "ray")]
     for a, b in zip(*layers, strict=True):

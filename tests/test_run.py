@@ -124,6 +124,12 @@ def test_corrupt_or_missing_checkpoints_are_clear_errors(tmp_path):
         resume(tmp_path / "nothing", progress=False)
 
 
+def test_resume_elsewhere_applies_to_ray_runs_only(tmp_path):
+    train(quick_config(), tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="--address applies to Ray runs; .* ran on the 'local' backend"):
+        resume(tmp_path / "run", progress=False, address="10.0.0.10:6379")
+
+
 def test_eval_reports_the_last_checkpoint(tmp_path):
     train(quick_config(), tmp_path / "run", progress=False)
     result = evaluate_run(tmp_path / "run")

@@ -31,6 +31,11 @@ from async_coagents.experiment.workload import Workload, build_workload, network
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.json", "metrics.jsonl", "summary.json", "checkpoint.ckpt"
 
 
+def _experiment(config: dict) -> dict:
+    """The config without where it runs (``backend.address``): what a checkpoint must match."""
+    return {**config, "backend": {k: v for k, v in config.get("backend", {}).items() if k != "address"}}
+
+
 def _write_json(path: Path, obj: dict) -> None:
     """Write JSON atomically (temporary file, then rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -287,7 +292,7 @@ class Run:
     def load_checkpoint(self) -> None:
         state = load_checkpoint(self.directory.checkpoint, kind="run")
         try:
-            if state["config"] != self.config:
+            if _experiment(state["config"]) != _experiment(self.config):
                 raise CheckpointError(f"{self.directory.checkpoint} was written by another config")
             self.state = Counters(**state["progress"])
             self.workload.stream.restore(state["stream"])
@@ -334,12 +339,22 @@ def train(config: dict, out: str | Path, *, progress: bool | None = None,
         run.close()
 
 
-def resume(path: str | Path, *, progress: bool | None = None) -> dict:
-    """Continue the run in ``path`` from its last checkpoint, bit-exactly."""
+def resume(path: str | Path, *, progress: bool | None = None, address: str | None = None) -> dict:
+    """Continue the run in ``path`` from its last checkpoint, bit-exactly.
+
+    ``address`` moves a Ray run to another cluster (e.g. a restarted head); it changes where the
+    agents run, never what they compute, and is recorded in the run's ``config.json``.
+    """
     directory = RunDirectory(path)
     config = directory.config()
     if not directory.checkpoint.exists():
         raise CheckpointError(f"{directory.path} has no checkpoint to resume from")
+    if address is not None and address != config["backend"]["address"]:
+        if config["backend"]["kind"] != "ray":
+            raise ConfigError(f"--address applies to Ray runs; {directory.path} ran on the "
+                              f"{config['backend']['kind']!r} backend")
+        config = {**config, "backend": {**config["backend"], "address": address}}
+        _write_json(directory.path / CONFIG, config)
     run = Run(config, directory, progress=progress)
     try:
         run.load_checkpoint()
