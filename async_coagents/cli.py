@@ -100,16 +100,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # ---- commands ----------------------------------------------------------------------------------
-def _train(args) -> int:
-    from async_coagents.experiment import config as cfg
-    from async_coagents.experiment.run import train
-
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides of a ``coagents train`` command line, its shortcuts included."""
     overrides = list(args.overrides)
     if args.backend:
         overrides.append(f"backend.kind={args.backend}")
     if args.address:
         overrides.append(f'backend.address="{args.address}"')
-    runs = cfg.load(args.config, overrides)
+    return overrides
+
+
+def _train(args) -> int:
+    from async_coagents.experiment import config as cfg
+    from async_coagents.experiment.run import train
+
+    runs = cfg.load(args.config, train_overrides(args))
     name = runs[0][0]["name"]
     out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     progress = False if args.no_progress else None

@@ -135,12 +135,7 @@ def check_train_command(argv: list[str], runs_dir: str):
     args = parse_cli(argv[1:])
     assert args.command == "train", argv
     assert args.config in cfg.builtin_names(), f"{args.config!r} is not a built-in config"
-    overrides = list(args.overrides)
-    if args.backend:
-        overrides.append(f"backend.kind={args.backend}")
-    if args.address:
-        overrides.append(f'backend.address="{args.address}"')
-    runs = cfg.load(args.config, overrides)
+    runs = cfg.load(args.config, cli.train_overrides(args))
     assert len(runs) == 1, "a cluster command line should start one run, not a sweep"
     backend = runs[0][0]["backend"]
     assert (backend["kind"], backend["address"]) == ("ray", "auto"), backend
