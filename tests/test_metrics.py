@@ -46,6 +46,7 @@ def test_entropy_and_sparsity_follow_the_paper_definitions():
     h_unit1 = float(-(q * np.log(q)).sum())
     assert m["unit_entropy"][0] == pytest.approx([h_unit0, h_unit1])
     assert m["entropy"] == [pytest.approx((h_unit0 + h_unit1) / 2)]
+    assert m["entropy_std"] == [pytest.approx(abs(h_unit0 - h_unit1) / 2)]  # std of two values
     # greedy outputs: unit0 is 1 for x > 0 (x = 1, 2), unit1 is always 0
     assert m["sparsity"] == [pytest.approx(2 / 8)]
     assert m["accuracy"] == 1.0  # greedy hidden state 1 -> logit1 = 5 > 2.5

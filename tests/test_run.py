@@ -62,7 +62,7 @@ def test_a_run_writes_config_metrics_summary_and_checkpoint(tmp_path):
     for key in ("step", "samples", "wall_s", "train_loss", "test_accuracy", "valid_accuracy",
                 "test_ce", "entropy", "sparsity", "staleness_mean", "staleness_max"):
         assert key in last, key
-    assert len(last["entropy"]) == len(last["sparsity"]) == 2
+    assert len(last["entropy"]) == len(last["entropy_std"]) == len(last["sparsity"]) == 2
     assert rows[0]["train_loss"] is None and last["samples"] == 120 * 32
     assert summary["status"] == "completed" and summary["samples_per_s"] > 0
     accounting = summary["accounting"]

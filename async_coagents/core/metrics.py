@@ -56,12 +56,18 @@ class LayerActivity:
 Measure = Callable[[np.ndarray], tuple[np.ndarray, list[LayerActivity]]]
 
 
+#: The per-hidden-layer lists of a greedy evaluation (one value per layer).
+LAYER_METRICS = ("entropy", "entropy_std", "sparsity")
+
+
 def evaluate_with(measure: Measure, objective, x: np.ndarray, y: np.ndarray, *, chunk: int = 8192,
                   unit_entropy: bool = False) -> dict:
     """Greedy evaluation through ``measure(x) -> (prediction, activity per hidden layer)``.
 
     Returns the objective's metrics (``accuracy`` and ``ce``, or ``mse``), and per hidden layer
-    lists ``entropy`` and ``sparsity`` (and ``unit_entropy``, per-unit lists, on request).
+    lists ``entropy`` (mean over units, §4.3), ``entropy_std`` (its spread over units, which the
+    paper's entropy plots shade) and ``sparsity`` (§4.4); per-unit lists ``unit_entropy`` on
+    request.
     """
     if len(x) == 0:
         raise ValueError("cannot evaluate on an empty set")
@@ -73,6 +79,7 @@ def evaluate_with(measure: Measure, objective, x: np.ndarray, y: np.ndarray, *, 
             m.merge(a) for m, a in zip(meters, activity, strict=True)]
     metrics = objective.metrics(np.concatenate(predictions), y)
     metrics["entropy"] = [float(m.unit_entropy().mean()) for m in meters]
+    metrics["entropy_std"] = [float(m.unit_entropy().std()) for m in meters]
     metrics["sparsity"] = [m.sparsity() for m in meters]
     if unit_entropy:
         metrics["unit_entropy"] = [m.unit_entropy().tolist() for m in meters]

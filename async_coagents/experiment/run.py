@@ -20,7 +20,7 @@ from pathlib import Path
 from async_coagents import __version__
 from async_coagents.backends.local import LocalBackend
 from async_coagents.checkpoint import load_checkpoint, save_checkpoint
-from async_coagents.core.metrics import evaluate
+from async_coagents.core.metrics import LAYER_METRICS, evaluate
 from async_coagents.core.network import Network, build_network
 from async_coagents.core.trainer import train_step
 from async_coagents.errors import CheckpointError, ConfigError, ProtocolError
@@ -239,7 +239,7 @@ class Run:
             else:
                 metrics = self.backend.evaluate(split.x, split.y)
             for key, value in metrics.items():
-                if key in ("entropy", "sparsity"):
+                if key in LAYER_METRICS:
                     if split_name == "test":
                         row[key] = value
                 else:
@@ -391,9 +391,9 @@ def evaluate_run(path: str | Path, *, splits: tuple[str, ...] = ("valid", "test"
             split = run.workload.eval_sets[name]
             metrics = evaluate(net, split.x, split.y)
             results.update({f"{name}_{k}": v for k, v in metrics.items()
-                            if not isinstance(v, list)})
+                            if k not in LAYER_METRICS})
             if name == "test":
-                results["entropy"], results["sparsity"] = metrics["entropy"], metrics["sparsity"]
+                results.update({k: metrics[k] for k in LAYER_METRICS})
         return results
     finally:
         run.close()
