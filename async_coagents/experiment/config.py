@@ -397,6 +397,10 @@ def _check_combinations(config: dict, origin: str) -> None:
     if backend["placement"] == "resources" and not backend["node_resources"]:
         raise ConfigError(f"{origin}: backend.placement = 'resources' needs "
                           "backend.node_resources (one resource name per layer)")
+    if net["units"] != "categorical" and (net["n_actions"] != 2 or net["normalisation"] != "unit"):
+        raise ConfigError(f"{origin}: network.n_actions and network.normalisation apply to "
+                          f"categorical units only, and network.units is {net['units']!r} "
+                          "(Bernoulli units pass on 0 or 1)")
     if backend["units_per_actor"] and run["pretrain_updates"]:
         raise ConfigError(f"{origin}: backend.units_per_actor cannot be combined with "
                           "run.pretrain_updates (pre-training copies whole layers)")
