@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -117,22 +119,40 @@ def _drive(backend, xs: np.ndarray, ys: np.ndarray, updates: int, warmup: int) -
     return time.perf_counter() - start
 
 
+@contextmanager
+def ray_instance():
+    """A local Ray instance for the backend benchmarks (or the one already running)."""
+    from async_coagents.backends import ray_env
+
+    ray_env.prepare()
+    from async_coagents.backends.ray_backend import connect, disconnect
+
+    started = connect()
+    try:
+        yield
+    finally:
+        if started:
+            disconnect()
+
+
+def _random_batches(batch: int, n_inputs: int = 784, n_classes: int = 10, count: int = 64):
+    rng = np.random.default_rng(0)
+    xs = rng.uniform(-1, 1, size=(count, batch, n_inputs)).astype(np.float32)
+    ys = rng.integers(0, n_classes, size=(count, batch))
+    return xs, ys
+
+
 def bench_backends(quick: bool) -> list[Result]:
     """The same network through the local backend and the Ray backend, batch 32 and batch 1,
     one batch in flight and a pipelined window of 8 (reward delay 7)."""
-    from async_coagents.backends import ray_env
     from async_coagents.backends.local import LocalBackend
 
-    ray_env.prepare()
-    from async_coagents.backends.ray_backend import RayBackend, connect, disconnect
-
-    started = connect()
     results = []
-    try:
+    with ray_instance():
+        from async_coagents.backends.ray_backend import RayBackend
+
         for batch in (32, 1):
-            rng = np.random.default_rng(0)
-            xs = rng.uniform(-1, 1, size=(64, batch, 784)).astype(np.float32)
-            ys = rng.integers(0, 10, size=(64, batch))
+            xs, ys = _random_batches(batch)
             scale = (1 if quick else 4) * (4 if batch == 1 else 1)
             for window in (1, 8):
                 settings = {"window": window, "reward_delay": window - 1}
@@ -153,9 +173,64 @@ def bench_backends(quick: bool) -> list[Result]:
                 finally:
                     remote.close()
         results.append(bench_call_overhead(quick))
-    finally:
-        if started:
-            disconnect()
+    return results
+
+
+def pipeline_spec() -> NetworkSpec:
+    """Wide layers, where the work of one batch outweighs the cost of a message: 784-2048-1024-10
+    Bernoulli coagents, REINFORCE + EMA baseline, RMSprop."""
+    return NetworkSpec(n_inputs=784, n_outputs=10, hidden=(2048, 1024), units="bernoulli",
+                       rule="baseline", optimizer="rmsprop", lr=2.0 ** -11)
+
+
+def local_pipeline_seconds(updates: int) -> float:
+    """Seconds for ``updates`` batches of the wide network through the local backend, in this
+    process as it is (its CPU affinity and BLAS threads)."""
+    from async_coagents.backends.local import LocalBackend
+
+    xs, ys = _random_batches(32, count=16)
+    local = LocalBackend(build_network(pipeline_spec(), 0), window=1, reward_delay=0)
+    return _drive(local, xs, ys, updates, 5)
+
+
+def _local_pipeline_all_cores(updates: int) -> float:
+    """:func:`local_pipeline_seconds` in a fresh process whose BLAS may use every CPU (the
+    benchmark process has loaded numpy with one BLAS thread)."""
+    threads = str(os.cpu_count() or 1)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads,
+           "MKL_NUM_THREADS": threads}
+    code = ("from async_coagents.bench import local_pipeline_seconds; "
+            f"print(local_pipeline_seconds({updates}))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def bench_pipeline(quick: bool) -> list[Result]:
+    """Pipeline parallelism: the wide network in one process (one core; all cores through BLAS)
+    and on the Ray backend, one layer actor per core, with one batch and with 8 batches in
+    flight."""
+    n = 40 if quick else 300
+    what = "784-2048-1024-10 Bernoulli, batch 32"
+    results = []
+    with one_core():
+        results.append(Result("pipeline-local-1cpu", f"{what}, local backend (one core)", n,
+                              local_pipeline_seconds(n), 32))
+    results.append(Result("pipeline-local-blas", f"{what}, local backend (BLAS on all cores)", n,
+                          _local_pipeline_all_cores(n), 32))
+    xs, ys = _random_batches(32, count=16)
+    with ray_instance():
+        from async_coagents.backends.ray_backend import RayBackend
+
+        for window in (1, 8):
+            remote = RayBackend(build_network(pipeline_spec(), 0),
+                                {"window": window, "reward_delay": window - 1})
+            try:
+                results.append(Result(f"pipeline-ray-w{window}",
+                                      f"{what}, window {window}, Ray backend (all cores)", n,
+                                      _drive(remote, xs, ys, n, 5), 32))
+            finally:
+                remote.close()
     return results
 
 
@@ -173,6 +248,7 @@ BENCHMARKS: dict[str, Callable[[bool], Result | list[Result]]] = {
     "correlated-engine": bench_correlated,
     "mnist-offpolicy-engine": bench_mnist_offpolicy,
     "backends": bench_backends,
+    "pipeline": bench_pipeline,
 }
 ENGINE = ("correlated-engine", "mnist-offpolicy-engine")
 
@@ -227,6 +303,12 @@ def run_benchmarks(quick: bool = False, only: list[str] | None = None,
             ratio = ray_["samples_per_s"] / local["samples_per_s"]
             summary[f"ray_w8_over_local_b{batch}"] = round(ratio, 3)
             report(f"batch {batch}: Ray backend (window 8) / local engine = {ratio:.2f}")
+    for local in ("1cpu", "blas"):
+        one, ray_ = by_name.get(f"pipeline-local-{local}"), by_name.get("pipeline-ray-w8")
+        if one and ray_:
+            ratio = ray_["samples_per_s"] / one["samples_per_s"]
+            summary[f"pipeline_ray_w8_over_local_{local}"] = round(ratio, 3)
+            report(f"wide layers: Ray backend (window 8) / one process ({local}) = {ratio:.2f}")
     if "ray-call-round-trip" in by_name:
         per_call = 1e3 / by_name["ray-call-round-trip"]["updates_per_s"]
         summary["ray_call_round_trip_ms"] = round(per_call, 3)

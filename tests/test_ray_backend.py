@@ -168,3 +168,17 @@ def test_a_ray_run_stopped_and_resumed_ends_like_an_uninterrupted_local_run(tmp_
     names = [s["name"] for s in summary["accounting"]["agents"]]
     assert names[:3] == ["layer0.g0", "layer0.g1", "layer1.g0"]
     assert all(s["applied"] == 80 for s in summary["accounting"]["agents"])
+
+
+def test_bench_measures_pipeline_parallelism_and_reports_the_ratios():
+    """`coagents bench --only pipeline` end to end (figures are printed, never asserted)."""
+    from async_coagents.bench import run_benchmarks
+
+    lines = []
+    out = run_benchmarks(quick=True, only=["pipeline"], report=lines.append)
+    assert [r["name"] for r in out["results"]] == [
+        "pipeline-local-1cpu", "pipeline-local-blas", "pipeline-ray-w1", "pipeline-ray-w8"]
+    assert all(r["updates"] > 0 and r["samples_per_s"] > 0 for r in out["results"])
+    assert set(out["summary"]) == {"pipeline_ray_w8_over_local_1cpu",
+                                   "pipeline_ray_w8_over_local_blas"}
+    assert any(line.startswith("wide layers: Ray backend (window 8)") for line in lines)

@@ -149,6 +149,19 @@ def test_divergence_stops_with_a_clear_error_and_a_summary(tmp_path):
     assert summary["status"] == "diverged" and "lower the learning rate" in summary["error"]
 
 
+def test_bench_reports_the_engine_benchmarks_as_a_table_and_json(tmp_path, capsys, monkeypatch):
+    """`coagents bench` runs and reports (figures are printed, never asserted: no timed tests)."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")  # what `coagents bench` sets; monkeypatch puts it back
+    assert main(["bench", "--quick", "--only", "engine", "--json", str(tmp_path / "b.json")]) == 0
+    table = capsys.readouterr().out
+    assert "correlated-engine" in table and "mnist-offpolicy-engine" in table
+    results = json.loads((tmp_path / "b.json").read_text())
+    assert [r["name"] for r in results["results"]] == ["correlated-engine",
+                                                       "mnist-offpolicy-engine"]
+    assert results["summary"]["correlated_vs_paper_code"] > 0
+
+
 # ---- command line ---------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["train", "resume", "eval", "plot", "configs", "datasets",
                                      "bench"])
