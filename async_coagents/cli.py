@@ -54,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a key, e.g. --set network.lr=0.001 --set run.seed=[0,1,2]")
     p.add_argument("--data-dir", help="where to look for dataset files first")
     p.add_argument("--backend", choices=("local", "ray"), help="shortcut for --set backend.kind=")
-    p.add_argument("--address", help="Ray cluster address (shortcut for --set backend.address=)")
+    p.add_argument("--address", help="join the Ray cluster at this host:port (implies --backend ray; "
+                                     "shortcut for --set backend.address=)")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.set_defaults(handler=_train)
 
@@ -107,6 +108,8 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
         overrides.append(f"backend.kind={args.backend}")
     if args.address:
         overrides.append(f'backend.address="{args.address}"')
+        if not args.backend:  # a cluster address means the Ray backend
+            overrides.append("backend.kind=ray")
     return overrides
 
 

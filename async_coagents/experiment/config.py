@@ -401,6 +401,9 @@ def _check_combinations(config: dict, origin: str) -> None:
         raise ConfigError(f"{origin}: network.n_actions and network.normalisation apply to "
                           f"categorical units only, and network.units is {net['units']!r} "
                           "(Bernoulli units pass on 0 or 1)")
+    if backend["address"] and backend["kind"] != "ray":
+        raise ConfigError(f"{origin}: backend.address ({backend['address']!r}) is for the Ray "
+                          f"backend, and backend.kind is {backend['kind']!r}")
     if backend["units_per_actor"] and run["pretrain_updates"]:
         raise ConfigError(f"{origin}: backend.units_per_actor cannot be combined with "
                           "run.pretrain_updates (pre-training copies whole layers)")
