@@ -127,9 +127,15 @@ def _train(args) -> int:
         summary = train(config, target, progress=progress, data_dir=args.data_dir)
         results.append((target, point, summary))
         print(_summary_line(target, summary))
+        if summary["status"] == "interrupted":
+            print(f"continue it with: coagents resume {target}")
+            if index + 1 < len(runs):
+                print(f"the sweep stopped: {len(runs) - index - 1} of its {len(runs)} runs did "
+                      "not start")
+            return 130
     if len(runs) > 1:
         print(f"{len(runs)} runs in {out}")
-    return 0 if all(s["status"] == "completed" for _, _, s in results) else 130
+    return 0
 
 
 def _resume(args) -> int:

@@ -97,11 +97,16 @@ def test_resume_after_an_interruption_is_bit_exact(tmp_path, window, delay):
     assert whole_state["stream"] == split_state["stream"]
 
 
-def test_resume_of_a_finished_run_changes_nothing(tmp_path):
+def test_resume_of_a_finished_run_changes_nothing_and_says_so(tmp_path, caplog):
     train(quick_config(), tmp_path / "run", progress=False)
     before = (tmp_path / "run" / "checkpoint.ckpt").read_bytes()
-    assert resume(tmp_path / "run", progress=False)["status"] == "completed"
+    with caplog.at_level("INFO"):
+        assert resume(tmp_path / "run", progress=False)["status"] == "completed"
+    assert "the run is already complete; nothing to resume" in caplog.text
     assert (tmp_path / "run" / "checkpoint.ckpt").read_bytes() == before
+    (tmp_path / "run" / "summary.json").unlink()  # finished, but its summary was lost
+    assert resume(tmp_path / "run", progress=False)["status"] == "completed"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["updates"] == 120
 
 
 def test_corrupt_or_missing_checkpoints_are_clear_errors(tmp_path):
@@ -185,6 +190,21 @@ def test_cli_train_eval_and_plot(tmp_path, capsys):
     assert (out / "plots" / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_an_interrupted_run_stops_its_sweep_and_says_how_to_continue(tmp_path, capsys,
+                                                                     monkeypatch):
+    started = []
+
+    def interrupted_train(config, target, **_):
+        started.append(target)
+        return {"name": config["name"], "status": "interrupted", "updates": 7}
+
+    monkeypatch.setattr("async_coagents.experiment.run.train", interrupted_train)
+    assert main(["train", "--out", str(tmp_path / "sweep"), "--set", "run.seed=[0,1,2]"]) == 130
+    out = capsys.readouterr().out
+    assert len(started) == 1 and f"coagents resume {started[0]}" in out
+    assert "the sweep stopped: 2 of its 3 runs did not start" in out
+
+
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "x"), "--set", "network.lr=-1"]) == 1
     err = capsys.readouterr().err
@@ -204,11 +224,15 @@ def test_cli_lists_configs_and_datasets(capsys):
     assert "multiplexer" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("backend, updates", [("local", 12000), ("ray", 3000)])
-def test_ctrl_c_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, backend, updates):
+@pytest.mark.parametrize("backend, updates, signum", [("local", 12000, signal.SIGINT),
+                                                      ("ray", 3000, signal.SIGINT),
+                                                      ("local", 12000, signal.SIGTERM)])
+def test_ctrl_c_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, backend, updates,
+                                                                      signum):
     """End to end with real processes: SIGINT at an arbitrary moment to the whole process group, as
-    a terminal's Ctrl-C sends it (on Ray, the run's own Ray processes get it too), then
-    `coagents resume`; the result equals an uninterrupted run (on the local backend: they are equal)."""
+    a terminal's Ctrl-C sends it (on Ray, the run's own Ray processes get it too), or SIGTERM, as
+    `kill` and `ray job stop` send it; then `coagents resume`; the result equals an uninterrupted
+    run."""
     sets = ["--set", f"run.updates={updates}", "--set", "run.eval_every=500", "--no-progress"]
     cmd = [sys.executable, "-m", "async_coagents.cli", "train"]
     subprocess.run([*cmd, "--out", str(tmp_path / "whole"), *sets], check=True,
@@ -224,12 +248,13 @@ def test_ctrl_c_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, 
         assert time.time() < deadline, "the run wrote no evaluation after step 0 in 10 minutes"
         time.sleep(0.02)
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+        os.killpg(proc.pid, signum)
+    out, err = proc.communicate(timeout=120)
     summary = json.loads((tmp_path / "split" / "summary.json").read_text())
     if summary["status"] == "completed":
         pytest.skip("the run finished before the signal arrived (machine too fast)")
     assert proc.returncode == 130, err.decode()
+    assert f"coagents resume {tmp_path / 'split'}" in out.decode()
     assert summary["status"] == "interrupted" and 0 < summary["updates"] < updates
     assert summary["backend"] == backend and summary["accounting"]["complete"]
     subprocess.run([sys.executable, "-m", "async_coagents.cli", "resume",

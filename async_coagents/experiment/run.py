@@ -11,6 +11,7 @@ the checkpoint and the summary, and ``coagents resume DIR`` continues exactly wh
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
@@ -29,6 +30,9 @@ from async_coagents.experiment.progress import Progress
 from async_coagents.experiment.workload import Workload, build_workload, network_spec
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.json", "metrics.jsonl", "summary.json", "checkpoint.ckpt"
+#: Signals that stop a run at the next batch boundary with its checkpoint written.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+log = logging.getLogger(__name__)
 
 
 def _experiment(config: dict) -> dict:
@@ -90,6 +94,14 @@ class RunDirectory:
     def write_summary(self, summary: dict) -> None:
         _write_json(self.path / SUMMARY, summary)
 
+    def summary(self) -> dict | None:
+        """The run's summary, or None while it has none (or an unreadable one: resume rewrites
+        it)."""
+        try:
+            return json.loads((self.path / SUMMARY).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+
     @property
     def checkpoint(self) -> Path:
         return self.path / CHECKPOINT
@@ -145,7 +157,7 @@ class Run:
         status, error = "completed", None
         started = time.perf_counter()
         wall_at_start = s.wall_s
-        previous = self._trap_interrupt()
+        previous = self._trap_stop_signals()
         try:
             while s.updates < w.updates:
                 if self._stop_requested:
@@ -171,7 +183,7 @@ class Run:
         except ProtocolError as exc:
             status, error = "diverged", str(exc)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            _restore_handlers(previous)
             bar.close()
         s.wall_s = wall_at_start + time.perf_counter() - started
         if status != "diverged":
@@ -207,17 +219,22 @@ class Run:
         every = self.checkpoint_every or w.eval_every
         return s.updates % every == 0 and s.updates < w.updates
 
-    def _trap_interrupt(self):
-        """Ctrl-C sets a flag checked between batches; a second Ctrl-C stops at once."""
+    def _trap_stop_signals(self) -> dict:
+        """Ctrl-C (SIGINT) and SIGTERM (``kill``, ``ray job stop``, a scheduler's pre-emption) set
+        a flag checked between batches; a second signal stops at once. Returns the handlers
+        replaced, for :func:`_restore_handlers`."""
         def handler(signum, frame):
             if self._stop_requested:
                 raise KeyboardInterrupt
             self._stop_requested = True
 
-        try:
-            return signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not the main thread: leave signals alone
-            return signal.getsignal(signal.SIGINT)
+        previous = {}
+        for signum in STOP_SIGNALS:
+            try:
+                previous[signum] = signal.signal(signum, handler)
+            except ValueError:  # not the main thread: leave signals alone
+                break
+        return previous
 
     def request_stop(self) -> None:
         """Stop at the next batch boundary, as Ctrl-C does."""
@@ -307,6 +324,12 @@ class Run:
         self.backend.close()
 
 
+def _restore_handlers(previous: dict) -> None:
+    for signum, handler in previous.items():
+        # None: the handler was installed by C code (Ray's crash handler); Python cannot put it back
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
 def make_backend(config: dict, network: Network, run_dir: Path):
     """The backend of ``config["backend"]`` around ``network``; Ray actors checkpoint themselves in
     ``backend.checkpoint_dir`` or ``run_dir/agents``."""
@@ -355,12 +378,18 @@ def resume(path: str | Path, *, progress: bool | None = None, address: str | Non
                               f"{config['backend']['kind']!r} backend")
         config = {**config, "backend": {**config["backend"], "address": address}}
         _write_json(directory.path / CONFIG, config)
+    finished = directory.summary()
+    if finished is not None and finished.get("status") == "completed":
+        saved = load_checkpoint(directory.checkpoint, kind="run")["progress"]  # checks the file
+        if saved["updates"] == finished.get("updates"):
+            log.info("%s: the run is already complete; nothing to resume", directory.path)
+            return finished
     run = Run(config, directory, progress=progress)
     try:
         run.load_checkpoint()
-        if run.state.updates >= run.workload.updates:
-            summary = json.loads((directory.path / SUMMARY).read_text(encoding="utf-8")) \
-                if (directory.path / SUMMARY).exists() else run.summary("completed")
+        if run.state.updates >= run.workload.updates:  # finished, but its summary was lost
+            summary = run.summary("completed")
+            directory.write_summary(summary)
             return summary
         directory.keep_metrics_until(run.state.updates)
         return run.run()
