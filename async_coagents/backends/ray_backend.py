@@ -45,9 +45,13 @@ from async_coagents.protocol import Completed, Coordinator, Reward
 class LayerActor:
     """One agent of the protocol in its own process: a core layer (or node group) object.
 
+    The driver puts the ``agent`` the actor starts from in the object store and holds the
+    reference for the whole run: Ray itself does not keep an actor's creation arguments alive for
+    its restarts (ray-project/ray#53727, which is why Ray logs an error line about them).
+
     With ``checkpoint_path`` the actor saves its agent there (atomically, msgpack) every
     ``checkpoint_every`` applied updates and on request; when Ray restarts it within the same
-    ``session`` it continues from that file instead of from the agent it was created with.
+    ``session`` it continues from that file instead of from the agent it started from.
     """
 
     def __init__(self, agent, checkpoint_path: str | None = None, session: str = "",
@@ -177,13 +181,17 @@ class RayTransport:
                  actor_options: Callable[[int], dict] | None = None, agent_dir: str | None = None,
                  session: str = "", checkpoint_every: int = 0) -> None:
         self.actors = []
+        self.starts = []  # the agents the actors start from, held while the actors may restart
         for index, layer in enumerate(network.layers):
             options = actor_options(index) if actor_options else {}
-            self.actors.append([
-                LayerActor.options(**options).remote(
-                    agent, os.path.join(agent_dir, f"{agent.name}.ckpt") if agent_dir else None,
-                    session, checkpoint_every)
-                for agent in getattr(layer, "groups", [layer])])
+            actors = []
+            for agent in getattr(layer, "groups", [layer]):
+                self.starts.append(ray.put(agent))
+                actors.append(LayerActor.options(**options).remote(
+                    self.starts[-1],
+                    os.path.join(agent_dir, f"{agent.name}.ckpt") if agent_dir else None,
+                    session, checkpoint_every))
+            self.actors.append(actors)
         self.listens_to_feedback = [layer.listens_to_feedback for layer in network.layers]
         self.sends_feedback = [layer.sends_feedback for layer in network.layers]
         self.max_outstanding = max_outstanding
@@ -283,7 +291,7 @@ class RayTransport:
     def close(self) -> None:
         for actor in self.flat_actors:
             ray.kill(actor)
-        self.actors = []
+        self.actors, self.starts = [], []
 
 
 def connect(address: str = "") -> bool:
