@@ -27,7 +27,9 @@ note() {
 }
 
 need_value() {  # OPTION [VALUE...]: the arguments of the option parser, from the option on
-    (($# >= 2)) && [[ -n "$2" ]] || die "$1 needs a value (see --help)"
+    if (($# < 2)) || [[ -z "$2" ]]; then
+        die "$1 needs a value (see --help)"
+    fi
 }
 
 require_commands() {
@@ -140,6 +142,33 @@ terminate() {  # GRACE PID...
     [[ -z "$left" ]]
 }
 
+# How to stop node NAME, as a command line the user can paste.
+stop_command() {  # NAME
+    echo "$(dirname "$0")/stop.sh --name $1"
+}
+
+# Ray's `ray start` output in LOG, except its advice to run `ray stop`, which stops every Ray
+# instance of this user on the host: that advice becomes the command that stops node NAME only.
+# Every other line (errors included) is shown as it is. Ray 2.60 writes, when its output is not
+# a terminal, "DATE TIME LEVEL FILE:LINE -- MESSAGE" lines with ANSI colors in MESSAGE.
+show_ray_output() {  # NAME LOG
+    awk -v stop="$(stop_command "$1")" '
+        {
+            plain = $0
+            gsub(/\033\[[0-9;]*m/, "", plain)
+            msg = plain
+            sub(/^[0-9][0-9-]* [0-9:,.]+[ \t]+[A-Z]+[ \t]+[^ \t]+ -- /, "", msg)
+            prefix = substr(plain, 1, length(plain) - length(msg))
+        }
+        msg ~ /^[ \t]*To terminate the Ray runtime, run[ \t]*$/ {
+            print prefix "To stop this node only (not with \"ray stop\", which stops every Ray" \
+                " instance of this user on this machine), run"
+            next
+        }
+        msg ~ /^[ \t]*ray stop[ \t]*$/ { print prefix "  " stop; next }
+        { print }' "$2"
+}
+
 # Start `ray start ARGS...` in a new session and record the node as NAME. Sets NODE_IP and
 # NODE_SID. Ray's own output goes to TEMP_DIR/ray-start.log and is then printed.
 start_node() {  # NAME ROLE TEMP_DIR RAY_ARGS...
@@ -154,7 +183,7 @@ start_node() {  # NAME ROLE TEMP_DIR RAY_ARGS...
     setsid ray start "$@" </dev/null >"$log" 2>&1 &
     pid=$!
     wait "$pid" || rc=$?
-    cat "$log"
+    show_ray_output "$name" "$log"
 
     if ((rc == 0)); then  # the raylet of this node is the one whose command line names our temp dir
         for _ in $(seq 1 50); do
@@ -203,7 +232,7 @@ claim_name() {  # NAME
     [[ -f "$state" ]] || return 0
     if node_running "$state" >/dev/null; then
         die "a node named '$1' is already running (see $state); stop it with" \
-            "'$(dirname "$0")/stop.sh --name $1' or choose another --name"
+            "'$(stop_command "$1")' or choose another --name"
     fi
     rm -f "$state"
 }

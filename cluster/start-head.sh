@@ -25,7 +25,8 @@ Options:
   --temp-dir DIR       Ray's temp dir for this node (logs, sockets; at most $MAX_TEMP_DIR_LENGTH characters)
                        [COAGENTS_RAY_TEMP_DIR, \$COAGENTS_RAY_STATE_DIR/NAME]
   --dashboard MODE     auto (Ray decides: the full dashboard and the Jobs API if ray[default]
-                       is installed), on, off                    [COAGENTS_RAY_DASHBOARD, auto]
+                       is installed), on, off (no dashboard and no Jobs API: 'ray job submit'
+                       cannot reach the cluster)                 [COAGENTS_RAY_DASHBOARD, auto]
   --dashboard-port N   dashboard and Jobs API port               [COAGENTS_RAY_DASHBOARD_PORT, 8265]
   --dashboard-host H   bind address of the dashboard; 127.0.0.1 unless you opt in with
                        0.0.0.0 (anyone who reaches the port and has the token can run code)
@@ -36,7 +37,7 @@ Options:
 
 Environment: RAY_AUTH_MODE=token is always exported. The token comes from RAY_AUTH_TOKEN,
 RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token; if none exists, this script creates
-~/.ray/auth_token (mode 600) with 'ray get-auth-token --generate'.
+~/.ray/auth_token (mode 600 from the start) with 'ray get-auth-token --generate'.
 State files and default temp dirs live in COAGENTS_RAY_STATE_DIR
 (now $COAGENTS_RAY_STATE_DIR). The 'ray' on PATH is used: put the environment that has
 Ray 2.60 and this project installed first on PATH.
@@ -97,7 +98,9 @@ export RAY_AUTH_MODE=token
 export RAY_USAGE_STATS_ENABLED=0
 claim_name "$NAME"
 if ! token_source >/dev/null; then  # `ray start` does not create one: it fails without a token
-    ray get-auth-token --generate >/dev/null || die "could not create a token with 'ray get-auth-token --generate'"
+    # umask: the file is private from the moment it exists; >/dev/null: the token is not printed
+    (umask 077 && ray get-auth-token --generate >/dev/null) \
+        || die "could not create a token with 'ray get-auth-token --generate'"
     chmod 600 "$HOME/.ray/auth_token"
     note "no Ray authentication token was set: created ~/.ray/auth_token (copy it to every node)"
 fi
@@ -111,9 +114,17 @@ ARGS=(--head "--port=$PORT" "--temp-dir=$TEMP_DIR" --disable-usage-stats
 
 start_node "$NAME" head "$TEMP_DIR" "${ARGS[@]}" "${EXTRA[@]}"
 ADDRESS="$NODE_IP:$PORT"
+if [[ "$DASHBOARD" == off ]]; then
+    DASHBOARD_URL=off
+    # Ray 2.60 with --include-dashboard=false runs its API server without the Jobs module.
+    DASHBOARD_LINE="off (so no Jobs API either: 'ray job submit' cannot reach this cluster)"
+else
+    DASHBOARD_URL="http://$DASHBOARD_HOST:$DASHBOARD_PORT"
+    DASHBOARD_LINE="$DASHBOARD_URL (Jobs API only with ray[default])"
+fi
 {
     echo "address=$ADDRESS"
-    echo "dashboard=http://$DASHBOARD_HOST:$DASHBOARD_PORT"
+    echo "dashboard=$DASHBOARD_URL"
 } >>"$(state_file "$NAME")"
 
 TOKEN_FROM=$(token_source)
@@ -121,12 +132,12 @@ cat <<EOF
 
 coagents: head node '$NAME' started (session $NODE_SID, temp dir $TEMP_DIR)
   cluster address:  $ADDRESS
-  dashboard / Jobs: http://$DASHBOARD_HOST:$DASHBOARD_PORT (Jobs API only with ray[default])
+  dashboard / Jobs: $DASHBOARD_LINE
   token:            from $TOKEN_FROM
 Join a worker (the same token must reach it: the same ~/.ray/auth_token, or RAY_AUTH_TOKEN):
-  cluster/start-worker.sh --address $ADDRESS
+  $(dirname "$0")/start-worker.sh --address $ADDRESS
 Train on the cluster from a node:
   RAY_AUTH_MODE=token coagents train CONFIG --backend ray --address $ADDRESS --out SHARED_DIR
-Stop this node only:
-  cluster/stop.sh --name $NAME
+Stop this node only (not with 'ray stop', which stops every Ray instance of this user here):
+  $(stop_command "$NAME")
 EOF

@@ -94,5 +94,6 @@ cat <<EOF
 
 coagents: worker node '$NAME' ($NODE_IP) joined $ADDRESS (session $NODE_SID, temp dir $TEMP_DIR)
 Check the cluster:      RAY_AUTH_MODE=token ray status --address $ADDRESS
-Stop this node only:    cluster/stop.sh --name $NAME
+Stop this node only:    $(stop_command "$NAME")
+                        (not with 'ray stop', which stops every Ray instance of this user here)
 EOF

@@ -62,6 +62,9 @@ elif [[ -d "$COAGENTS_RAY_STATE_DIR" ]]; then
 fi
 
 if ((LIST)); then
+    if ((${#FILES[@]} == 0)); then
+        echo "no node started by this kit is running here (none recorded in $COAGENTS_RAY_STATE_DIR)"
+    fi
     for file in "${FILES[@]}"; do
         name=$(state_get "$file" name || echo "?")
         if sid=$(node_running "$file"); then status="running (session $sid)"; else status="not running"; fi

@@ -3,18 +3,25 @@ or Kubernetes: cluster/local-cluster.yaml against Ray's own cluster-config valid
 manifests in cluster/k8s/ against what the kit promises (one Ray version everywhere, token auth from
 a Secret, /dev/shm, the shared runs volume, a head without CPUs, command lines that the coagents
 CLI accepts); cluster/runtime_env.yaml against Ray's runtime-env fields; the shell scripts' option
-handling (a stand-in `ray` proves that no Ray is ever started); the Dockerfile's text.
+handling (a stand-in `ray` proves that no Ray is ever started), and what they print, record and
+stop around a stand-in `ray start` whose "raylet" is a sleeping shell; the token command of the
+README (with the real `ray get-auth-token`, in a temporary HOME); the Dockerfile's text.
 
 What the scripts do with a real Ray is tests/test_cluster_scripts.py's job.
 """
 
+import contextlib
 import copy
 import functools
 import os
 import re
 import shlex
 import shutil
+import signal
+import socket
+import stat
 import subprocess
+import sys
 import tempfile
 import tomllib
 from pathlib import Path
@@ -186,6 +193,48 @@ def test_local_cluster_yaml_starts_ray_with_the_kit_scripts():
             f"`ray stop` stops every Ray on the machine: {command!r}"
     assert any(f"ray[default]=={ray.__version__}" in command for command in raw["setup_commands"])
     assert "~/.ray/auth_token" in raw["file_mounts"], "every node needs the head's token"
+
+
+def readme_token_command() -> str:
+    """The command of README section 5 that creates ~/.ray/auth_token (its comment dropped)."""
+    readme = (CLUSTER / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## 5. ")[1].split("\n## ")[0]
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+             for line in block.splitlines() if "get-auth-token" in line]
+    assert len(lines) == 1, lines
+    return lines[0].split("  #")[0].strip()
+
+
+def test_the_token_command_is_the_same_in_the_readme_and_local_cluster_yaml():
+    command = readme_token_command()
+    assert command == "(umask 077 && RAY_AUTH_MODE=token ray get-auth-token --generate >/dev/null)"
+    shown = [line.lstrip("# ").split("  #")[0].strip()
+             for line in (CLUSTER / "local-cluster.yaml").read_text(encoding="utf-8").splitlines()
+             if "get-auth-token" in line]
+    assert shown == [command]
+
+
+def test_the_readme_token_command_creates_a_private_token_and_prints_none(tmp_path):
+    """With the real `ray get-auth-token` in an empty HOME: the file is mode 600 (Ray alone writes
+    644 under umask 022), ~/.ray is 700, and stdout is empty (Ray prints the token there)."""
+    ray_cli = Path(sys.executable).parent / "ray"
+    if not ray_cli.exists():
+        pytest.skip(f"no ray CLI next to {sys.executable}")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    env.update(HOME=str(home), PATH=f"{ray_cli.parent}{os.pathsep}{env.get('PATH', '')}",
+               RAY_USAGE_STATS_ENABLED="0")
+    result = subprocess.run(["bash", "-c", f"umask 022; {readme_token_command()}"], env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    token_file = home / ".ray" / "auth_token"
+    token = token_file.read_text(encoding="utf-8")
+    assert re.fullmatch(r"[0-9a-f]{32,}", token), "not a token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(token_file.parent.stat().st_mode) == 0o700
+    assert result.stdout == ""
+    assert token not in result.stderr
 
 
 # ---- cluster/k8s/*.yaml: KubeRay -------------------------------------------------------------
@@ -386,7 +435,7 @@ def script_env(tmp_path):
            if not key.startswith(("RAY_", "COAGENTS_RAY_"))}
     env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", HOME=str(home),
                COAGENTS_RAY_STATE_DIR=str(state_dir))
-    yield {"env": env, "called": called, "state_dir": state_dir}
+    yield {"env": env, "called": called, "state_dir": state_dir, "bin": bin_dir, "home": home}
     shutil.rmtree(state_dir, ignore_errors=True)
 
 
@@ -460,6 +509,173 @@ def test_start_worker_with_a_token_gets_past_the_token_check(script_env):
     assert "no Ray authentication token" not in result.stderr
     assert "cannot reach the head's GCS at 127.0.0.1:1" in result.stderr, result.stderr
     assert not script_env["called"].exists()
+
+
+@needs_linux_tools
+def test_stop_list_says_so_when_no_node_was_started(script_env):
+    for args, expected in [(["--list"], "no node started by this kit is running here"),
+                           ([], "nothing to stop")]:
+        result = run_script(CLUSTER / "stop.sh", *args, env=script_env["env"])
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout, (args, result.stdout)
+        assert str(script_env["state_dir"]) in result.stdout
+    assert not script_env["called"].exists()
+
+
+# A stand-in `ray`: `get-auth-token` records the umask it runs under and the mode of the file it
+# creates, then prints the token like Ray 2.60 does; `start` prints the lines of Ray's banner that
+# matter here, in Ray's format, and leaves behind a "raylet": a shell whose command line looks
+# like Ray's raylet (.../raylet/raylet ... --node_ip_address=IP ... TEMP_DIR/session_...), so that
+# the scripts find, record and stop it like a real node. FAKE_RAY_FAIL=MESSAGE makes `start` fail.
+FAKE_TOKEN = "f" * 64
+FAKE_RAY = r"""#!/usr/bin/env bash
+echo "$@" >> "$STATE/ray-was-called"
+case "$1" in
+    get-auth-token)
+        umask > "$STATE/umask"
+        mkdir -p "$HOME/.ray"
+        [[ -f "$HOME/.ray/auth_token" ]] || printf %s "$TOKEN" > "$HOME/.ray/auth_token"
+        stat -c %a "$HOME/.ray/auth_token" > "$STATE/token-mode"
+        echo "Generating new authentication token..." >&2
+        printf %s "$TOKEN"
+        echo >&2
+        ;;
+    start)
+        temp_dir="" ip=127.0.0.1
+        for arg in "$@"; do
+            case "$arg" in
+                --temp-dir=*) temp_dir=${arg#*=} ;;
+                --node-ip-address=*) ip=${arg#*=} ;;
+            esac
+        done
+        echo "Local node IP: $ip"
+        if [[ -n "${FAKE_RAY_FAIL:-}" ]]; then
+            echo "ConnectionError: $FAKE_RAY_FAIL; to reset it, run \`ray stop\` or restart Ray"
+            exit 1
+        fi
+        "$STATE/raylet/raylet" -c 'sleep 30; :' raylet "--node_ip_address=$ip" \
+            "--session_dir=$temp_dir/session_fake" </dev/null >/dev/null 2>&1 &
+        # as Ray 2.60 writes them when its output is not a terminal
+        log() { printf '2026-01-01 00:00:00,000\tINFO scripts.py:1142 -- %b\n' "$1"; }
+        log '\033[32mRay runtime started.\033[39m'
+        log 'To terminate the Ray runtime, run'
+        log '\033[1m  ray stop\033[22m'
+        log 'To view the status of the cluster, use'
+        log '  \033[1mray status\033[22m\033[26m'
+        ;;
+    *) exit 97 ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_ray(script_env, tmp_path):
+    """script_env with the stand-in `ray` above; stops what it started (stop.sh, then SIGKILL to
+    the recorded sessions for what a failed test left behind)."""
+    state = tmp_path / "fake-ray"
+    (state / "raylet").mkdir(parents=True)
+    (state / "raylet" / "raylet").symlink_to(shutil.which("bash"))
+    script_env["called"] = state / "ray-was-called"
+    fake = script_env["bin"] / "ray"
+    fake.write_text(FAKE_RAY)
+    fake.chmod(0o755)
+    script_env["env"].update(STATE=str(state), TOKEN=FAKE_TOKEN)
+    script_env["fake"] = state
+    yield script_env
+    sessions = [int(line.split("=", 1)[1]) for file in script_env["state_dir"].glob("*.env")
+                for line in file.read_text().splitlines() if line.startswith("sid=")]
+    run_script(CLUSTER / "stop.sh", "--grace", "1", env=script_env["env"])
+    for sid in sessions:  # setsid made the session's first process its process-group leader
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sid, signal.SIGKILL)
+
+
+def ray_stop_advice(output: str) -> list[str]:
+    """Lines that tell the user to run a bare `ray stop` (Ray's banner does)."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    return [line for line in plain.splitlines()
+            if re.search(r"(^|-- )\s*ray stop\s*$", line) or "To terminate the Ray runtime" in line]
+
+
+@needs_linux_tools
+@pytest.mark.parametrize("dashboard", ["off", "auto"])
+def test_start_head_prints_the_dashboard_only_when_it_is_on(dashboard, fake_ray):
+    env = {**fake_ray["env"], "RAY_AUTH_TOKEN": FAKE_TOKEN}
+    result = run_script(CLUSTER / "start-head.sh", "--port", "6390", "--node-ip", "127.0.0.2",
+                        "--dashboard", dashboard, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "head node 'head-6390' started" in result.stdout, result.stdout
+    assert "cluster address:  127.0.0.2:6390" in result.stdout
+    state = (fake_ray["state_dir"] / "head-6390.env").read_text()
+    if dashboard == "off":
+        assert "--include-dashboard=false" in fake_ray["called"].read_text()
+        assert "http://" not in result.stdout, result.stdout
+        assert "dashboard / Jobs: off" in result.stdout
+        assert "'ray job submit' cannot reach this cluster" in result.stdout
+        assert "dashboard=off\n" in state
+    else:
+        assert "dashboard / Jobs: http://127.0.0.1:8265 (Jobs API only with ray[default])" \
+            in result.stdout
+        assert "dashboard=http://127.0.0.1:8265\n" in state
+    stop = run_script(CLUSTER / "stop.sh", "--list", env=env)
+    assert re.search(r"^head-6390  head  \S+  running \(session \d+\)$", stop.stdout, re.M), \
+        stop.stdout
+
+
+@needs_linux_tools
+def test_start_scripts_replace_rays_ray_stop_advice_with_stop_sh(fake_ray):
+    env = {**fake_ray["env"], "RAY_AUTH_TOKEN": FAKE_TOKEN}
+    head = run_script(CLUSTER / "start-head.sh", "--port", "6391", "--dashboard", "off", env=env)
+    assert head.returncode == 0, head.stdout + head.stderr
+    with socket.socket() as gcs:  # start-worker.sh first checks that the head's port answers
+        gcs.bind(("127.0.0.1", 0))
+        gcs.listen()
+        address = f"127.0.0.1:{gcs.getsockname()[1]}"
+        worker = run_script(CLUSTER / "start-worker.sh", "--address", address, "--name", "w1",
+                            env=env)
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    for name, result in [("head-6391", head), ("w1", worker)]:
+        output = result.stdout + result.stderr
+        assert not ray_stop_advice(output), output
+        command = f"{CLUSTER}/stop.sh --name {name}"
+        ray_part, _, summary = result.stdout.partition("\ncoagents: ")
+        assert command in ray_part, "where Ray advised `ray stop`"
+        assert command in summary and "(not with 'ray stop', which stops every Ray instance" \
+            in summary, "in the kit's own summary at the end"
+        for line in ("Ray runtime started.", "To view the status of the cluster, use"):
+            assert line in ray_part, "Ray's other lines are shown"
+    stop = run_script(CLUSTER / "stop.sh", "--grace", "1", env=env)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert "stopped node 'w1'" in stop.stdout and "stopped node 'head-6391'" in stop.stdout
+    assert stop.stdout.index("'w1'") < stop.stdout.index("'head-6391'"), "workers first"
+    listed = run_script(CLUSTER / "stop.sh", "--list", env=env)
+    assert "no node started by this kit is running here" in listed.stdout, listed.stdout
+
+
+@needs_linux_tools
+def test_a_failed_ray_start_still_shows_rays_errors(fake_ray):
+    env = {**fake_ray["env"], "RAY_AUTH_TOKEN": FAKE_TOKEN, "FAKE_RAY_FAIL": "no GCS at 1.2.3.4"}
+    result = run_script(CLUSTER / "start-head.sh", "--port", "6392", env=env)
+    assert result.returncode != 0
+    assert ("ConnectionError: no GCS at 1.2.3.4; to reset it, run `ray stop` or restart Ray"
+            in result.stdout), result.stdout
+    assert "ray start failed (exit code 1)" in result.stderr, result.stderr
+    assert not list(fake_ray["state_dir"].glob("*.env")), "a failed node was recorded"
+
+
+@needs_linux_tools
+def test_start_head_creates_a_private_token_without_printing_it(fake_ray):
+    result = run_script(CLUSTER / "start-head.sh", "--port", "6393", "--dashboard", "off",
+                        env=fake_ray["env"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    token_file = fake_ray["home"] / ".ray" / "auth_token"
+    assert token_file.read_text() == FAKE_TOKEN
+    assert (fake_ray["fake"] / "umask").read_text().strip() == "0077", "created under umask 077"
+    assert (fake_ray["fake"] / "token-mode").read_text().strip() == "600", "mode 600 at once"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert FAKE_TOKEN not in result.stdout + result.stderr
+    assert "created ~/.ray/auth_token" in result.stderr
+    assert "token:            from the file ~/.ray/auth_token" in result.stdout
 
 
 # ---- cluster/Dockerfile --------------------------------------------------------------------------

@@ -258,6 +258,34 @@ def test_job_submit_trains_on_both_nodes_with_the_ray_backend(cluster, local_job
     assert {agent["ip"] for agent in summary["placement"]} == {HEAD_IP, WORKER_IP}
 
 
+def test_ray_job_stop_stops_a_run_with_its_checkpoint_written(cluster, tmp_path_factory):
+    """`ray job stop` sends SIGTERM and kills the driver 3 s later (RAY_JOB_STOP_WAIT_TIME_S): the
+    run stops at the next batch boundary with its checkpoint and summary, ready to resume."""
+    pytest.importorskip("aiohttp", reason="`ray job submit` needs ray[default]==2.60.0")
+    out, job_id = tmp_path_factory.mktemp("jobs") / "stopped", "coagents-kit-stop"
+    ray_cli = [str(BIN / "ray"), "job"]
+    job = run([*ray_cli, "submit", "--no-wait", "--address", cluster["dashboard"],
+               "--runtime-env", "cluster/runtime_env.yaml", "--submission-id", job_id, "--",
+               "coagents", "train", "quickstart", "--out", str(out), "--no-progress",
+               "--backend", "ray", "--address", "auto", "--set", "run.updates=1000000",
+               "--set", "run.eval_every=100"], cluster["env"], timeout=120, cwd=ROOT)
+    assert job.returncode == 0, job.output
+    metrics, deadline = out / "metrics.jsonl", time.monotonic() + 300
+    while not metrics.exists() or len(metrics.read_text().splitlines()) < 2:
+        assert time.monotonic() < deadline, "the job wrote no evaluation after step 0"
+        time.sleep(0.2)
+    stop = run([*ray_cli, "stop", "--address", cluster["dashboard"], job_id], cluster["env"],
+               timeout=120)
+    assert stop.returncode == 0, stop.output
+    logs = run([*ray_cli, "logs", "--address", cluster["dashboard"], job_id], cluster["env"],
+               timeout=60).output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 0 < summary["updates"] < 1000000, logs
+    assert summary["accounting"]["complete"], summary["accounting"]
+    assert f"coagents resume {out}" in logs and "SIGTERM received" not in logs, logs
+    assert (out / "checkpoint.ckpt").is_file()
+
+
 def daemons(pids: set[int]) -> set[int]:
     """The GCS servers and raylets among ``pids``: what must not die while a Ray instance lives."""
     found = set()
