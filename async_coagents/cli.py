@@ -63,15 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="the run directory")
     p.add_argument("--address", help="continue a Ray run on the cluster at this address instead of "
                                      "the one in its config (the maths is unchanged)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="log lines instead of a progress bar")
     p.set_defaults(handler=_resume)
 
     p = sub.add_parser("eval", help="evaluate the last checkpoint of a run (greedy)")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="the run directory")
     p.add_argument("--train", action="store_true", help="also evaluate on the training split")
     p.set_defaults(handler=_eval)
 
-    p = sub.add_parser("plot", help="learning curves, entropy and sparsity of runs as PNG files",
+    p = sub.add_parser("plot", help="learning curves, per-layer entropy and sparsity, and "
+                                     "staleness of runs as PNG files",
                        description="Runs that differ only in their seed are averaged (mean and "
                                    "standard error).")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -87,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_configs)
 
     p = sub.add_parser("datasets", help="which datasets are available and where")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", help="look here first (then $COAGENTS_DATA_DIR, then "
+                                      "/usr/share/datasets)")
     p.set_defaults(handler=_datasets)
 
     p = sub.add_parser("bench", help="measure updates/s of the engine (and the Ray backend)",
