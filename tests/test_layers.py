@@ -220,6 +220,8 @@ def test_staleness_counts_parameter_steps_between_forward_and_update():
     stats = layer.stats.as_dict()
     assert stats["staleness_max"] == 3 and stats["staleness_sum"] == 0 + 1 + 2 + 3
     assert stats["staleness_mean"] == 1.5
+    assert layer.stats.take_interval() == (1.5, 3)
+    assert layer.stats.take_interval() == (None, None)  # no update since: nothing measured
 
 
 def test_state_round_trip_continues_bit_exactly():

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,13 @@ import pytest
 
 from async_coagents.errors import ConfigError, DataError
 from async_coagents.experiment.plots import (
+    FIGURES,
     PlotDataWarning,
     default_metric,
     ema,
     group_runs,
     load_runs,
+    make_figures,
     plot_runs,
 )
 
@@ -290,3 +293,186 @@ def test_bad_arguments(sweep, tmp_path):
         plot_runs(sweep, tmp_path, smooth=1.0)
     with pytest.raises(DataError, match="no run directories"):
         plot_runs([], tmp_path)
+
+
+# ------------------------------------------------------------------- legends, titles, gaps, overlaps
+
+
+def _figures(dirs, **kwargs):
+    """``make_figures`` of the run directories, ignoring PlotDataWarnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PlotDataWarning)
+        return make_figures(load_runs(dirs), **kwargs)
+
+
+def _outside(fig) -> list[str]:
+    """Texts of the legends of ``fig`` that stick out of the figure (after drawing it)."""
+    fig.canvas.draw()
+    inside = fig.bbox.padded(1.0)
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    return [" / ".join(t.get_text() for t in legend.get_texts()) for legend in legends
+            if not _contains(inside, legend.get_window_extent())]
+
+
+def _contains(outer, inner) -> bool:
+    return (outer.x0 <= inner.x0 and inner.x1 <= outer.x1 and outer.y0 <= inner.y0
+            and inner.y1 <= outer.y1)
+
+
+def _many_configs(root: Path, count: int) -> list[Path]:
+    return [write_run(root, f"m{i}", _config(f"a-rather-long-configuration-name-number-{i}",
+                                             hidden=[64] * (1 + i % 3)),
+                      _classification(6, i, layers=1 + i % 3, staleness=True)) for i in range(count)]
+
+
+@pytest.mark.parametrize("case", ["one_run", "one_run_deep", "sweep", "many_configs"])
+def test_every_legend_fits_inside_its_figure(sweep, tmp_path, case):
+    dirs = {"one_run": lambda: [write_run(tmp_path, "one", _config(), _classification(6, 1, staleness=True))],
+            "one_run_deep": lambda: [write_run(tmp_path, "deep", _config(hidden=[8] * 5),
+                                               _classification(6, 1, layers=5, staleness=True))],
+            "sweep": lambda: sweep,
+            "many_configs": lambda: _many_configs(tmp_path, 8)}[case]()
+    figures = _figures(dirs)
+    assert sorted(figures) == sorted(FIGURES)
+    for name, fig in figures.items():
+        assert fig.legends, name
+        assert _outside(fig) == [], name
+
+
+def test_saved_images_are_not_cut_and_not_grown(tmp_path):
+    """Saved with bbox_inches="tight": nothing is cropped, and since the legend already fits, the
+    image is no wider than the figure and its 0.05 in padding on each side."""
+    import matplotlib.image
+
+    run = write_run(tmp_path, "one", _config(), _classification(6, 1, staleness=True))
+    widths = {name: (fig.get_figwidth() + 0.1) * fig.dpi for name, fig in _figures([run]).items()}
+    for path in plot_runs([run], tmp_path / "out"):
+        _assert_png(path)
+        assert matplotlib.image.imread(path).shape[1] <= widths[path.name] + 1
+
+
+def _suptitle(fig) -> str:
+    return fig.get_suptitle().replace("\n", " ")
+
+
+def test_titles_claim_a_mean_over_seeds_only_when_there_are_seeds(sweep, tmp_path):
+    one = write_run(tmp_path, "one", _config("solo"), _classification(6, 1, staleness=True))
+    figures = _figures([one], x="wall_s", smooth=0.9)
+    for name, fig in figures.items():
+        title = _suptitle(fig)
+        assert "s.e." not in title and "over seeds" not in title, name
+        assert ("one run per curve" if name == "learning_curves.png" else "one run per panel") in title
+        assert "EMA 0.9" in title
+        assert all("over seeds" not in ax.get_xlabel() for ax in fig.axes), name
+    legend_texts = [t.get_text() for t in figures["learning_curves.png"].legends[0].get_texts()]
+    assert legend_texts == ["solo"]  # no "[n=1]"
+
+    figures = _figures(sweep)  # every configuration has 2 or 3 seeds
+    for name, fig in figures.items():
+        assert "mean ± 1 s.e. over seeds" in _suptitle(fig) and "where n > 1" not in _suptitle(fig), name
+
+    figures = _figures([*sweep[:3], one])  # three seeds and one run
+    assert "mean ± 1 s.e. over seeds (where n > 1)" in _suptitle(figures["learning_curves.png"])
+    labels = [t.get_text() for t in figures["learning_curves.png"].legends[0].get_texts()]
+    assert labels == ["mnist-offpolicy  [n=3]", "solo  [n=1]"]
+
+
+def _panel_lines(fig, panel: int = 0) -> list:
+    return fig.axes[panel].get_lines()
+
+
+def test_null_per_layer_values_are_gaps_not_zeros(tmp_path):
+    """Staleness is null before the first update (a list of nulls, a bare null or no key at all);
+    entropy may be null for a layer in a row: those points are NaN and not drawn."""
+    def records(seed, step0):
+        rows = _classification(6, seed, staleness=True)
+        for key in ("staleness_mean", "staleness_max"):
+            if step0 == "absent":
+                del rows[0][key]
+            else:
+                rows[0][key] = [None, None, None] if step0 == "list" else None
+        rows[3]["entropy"] = [None, 0.3]
+        del rows[4]["sparsity"]
+        return rows
+
+    dirs = [write_run(tmp_path, f"s{seed}", _config(seed=seed), records(seed, step0))
+            for seed, step0 in ((1, "list"), (2, "absent"), (3, "null"))]
+    runs = load_runs(dirs)
+    for run in runs:
+        assert run.metrics["staleness_mean"].shape == (6, 3)
+        assert np.isnan(run.metrics["staleness_mean"][0]).all()
+        assert np.isfinite(run.metrics["staleness_mean"][1:]).all()
+        assert np.isnan(run.metrics["entropy"][3, 0]) and np.isnan(run.metrics["sparsity"][4]).all()
+    figures = _figures(dirs)
+    for line in _panel_lines(figures["staleness.png"]):
+        y = line.get_ydata()
+        assert np.isnan(y[0]) and np.isfinite(y[1:]).all()  # nothing drawn at step 0
+    entropy = _panel_lines(figures["entropy_sparsity.png"])
+    assert np.isnan(entropy[0].get_ydata()[3]) and np.isnan(entropy[1].get_ydata()[4])
+    paths = plot_runs(dirs, tmp_path / "out")
+    assert [p.name for p in paths] == list(FIGURES)
+
+
+def test_a_run_with_no_staleness_yet_does_not_break_the_figure(tmp_path, caplog):
+    """A run killed after its first evaluation has staleness null on every line: the key is as
+    good as absent; with nothing recorded anywhere, staleness.png is not drawn."""
+    first = _classification(1, 1, staleness=True)
+    first[0]["staleness_mean"] = first[0]["staleness_max"] = None
+    early = write_run(tmp_path, "early", _config(seed=1), first)
+    later = write_run(tmp_path, "later", _config(seed=2), _classification(6, 2, staleness=True))
+    (run,) = load_runs([early])
+    assert "staleness_mean" not in run.metrics
+    figures = _figures([early, later])  # one group; the early seed has no staleness
+    panel = figures["staleness.png"].axes[0]
+    assert [t.get_text() for t in panel.texts] == ["no staleness recorded"]
+
+    nulls = _classification(3, 3, staleness=True)
+    for row in nulls:
+        row["staleness_mean"] = row["staleness_max"] = [None, None, None]
+    only_nulls = write_run(tmp_path, "nulls", _config(seed=3), nulls)
+    with caplog.at_level(logging.INFO, logger="async_coagents.experiment.plots"):
+        paths = plot_runs([only_nulls], tmp_path / "out")
+    assert [p.name for p in paths] == ["learning_curves.png", "entropy_sparsity.png"]
+    assert "staleness.png not drawn" in caplog.text
+
+
+def test_identical_curves_stay_visible(tmp_path):
+    """A Ray run and its local simulation give the same numbers: the later one is drawn as open
+    markers on the earlier line, and its legend entry says which curve it repeats."""
+    records = _classification(12, 1, staleness=True)
+    dirs = [write_run(tmp_path, name, _config(name), records) for name in ("demo-local", "demo-ray")]
+    fig = _figures(dirs)["learning_curves.png"]
+    ax_metric, ax_loss = fig.axes[:2]
+    local, ray = (line for line in ax_metric.get_lines() if not line.get_label().startswith("_"))
+    assert local.get_linestyle() == "-" and local.get_marker() in ("None", "", None)
+    assert ray.get_linestyle() == "None" and ray.get_marker() == "o"
+    assert ray.get_label() == "demo-ray  (same curve as demo-local)"
+    np.testing.assert_array_equal(ray.get_ydata(), local.get_ydata())
+    assert [line.get_linestyle() for line in ax_loss.get_lines()] == ["-", "None"]
+    key = [t.get_text() for t in ax_metric.get_legend().get_texts()]
+    assert key == ["test", "valid", "markers: same values as the line under them"]
+
+    stale = _figures(dirs[:1])["staleness.png"]  # three agents, mean != max: lines
+    assert [line.get_linestyle() for line in stale.axes[0].get_lines()] == ["-", ":"] * 3
+    flat = _classification(4, 1, staleness=True)
+    for row in flat:
+        row["staleness_mean"] = row["staleness_max"] = [3.0, 3.0, 3.0]
+    stale = _figures([write_run(tmp_path, "flat", _config("flat"), flat)])["staleness.png"]
+    lines = stale.axes[0].get_lines()
+    assert [line.get_linestyle() for line in lines] == ["-"] + ["None"] * 5
+    assert len({line.get_marker() for line in lines[1:]}) == 5  # each repeat its own shape
+    starts = [line.get_markevery()[0] for line in lines[1:]]
+    assert len(set(starts)) == 5  # staggered: no marker covers another
+    legend = [t.get_text() for t in stale.legends[0].get_texts()]
+    assert legend[:3] == ["layer agent 0", "layer agent 1", "output agent"]
+    assert legend[-1] == "markers: same values as the line under them"
+
+
+def test_a_valid_curve_equal_to_the_test_curve_is_not_drawn_twice(tmp_path):
+    records = _classification(6, 1)
+    for row in records:
+        row["valid_accuracy"] = row["test_accuracy"]
+    fig = _figures([write_run(tmp_path, "mux", _config("mux"), records)])["learning_curves.png"]
+    ax_metric = fig.axes[0]
+    assert ax_metric.get_title() == "test accuracy (fraction correct) (valid is the same)"
+    assert len(ax_metric.get_lines()) == 1 and ax_metric.get_legend() is None

@@ -68,8 +68,9 @@ class LocalBackend:
         self.coordinator.flush()
         return [agent.report() for agent in self.network.agents]
 
-    def take_staleness(self) -> list[tuple[float, int]]:
-        """Per layer agent, mean and max staleness since the previous call."""
+    def take_staleness(self) -> list[tuple[float | None, int | None]]:
+        """Per layer agent, mean and max staleness since the previous call (None without
+        updates)."""
         self.coordinator.flush()
         return [agent.stats.take_interval() for agent in self.network.agents]
 

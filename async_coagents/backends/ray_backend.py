@@ -144,7 +144,7 @@ class LayerActor:
     def stats(self) -> dict:
         return self.agent.report()
 
-    def take_interval(self) -> tuple[float, int]:
+    def take_interval(self) -> tuple[float | None, int | None]:
         return self.agent.stats.take_interval()
 
     def pid(self) -> int:
@@ -399,7 +399,7 @@ class RayBackend:
         self.coordinator.flush()
         return get([actor.stats.remote() for actor in self.transport.flat_actors])
 
-    def take_staleness(self) -> list[tuple[float, int]]:
+    def take_staleness(self) -> list[tuple[float | None, int | None]]:
         self.coordinator.flush()
         return [tuple(s) for s in get([actor.take_interval.remote()
                                        for actor in self.transport.flat_actors])]

@@ -68,9 +68,12 @@ class LayerStats:
         self.interval_staleness_sum += staleness
         self.interval_staleness_max = max(self.interval_staleness_max, staleness)
 
-    def take_interval(self) -> tuple[float, int]:
-        """Mean and max staleness of the updates since the last call; starts a new interval."""
-        mean = self.interval_staleness_sum / self.interval_applied if self.interval_applied else 0.0
+    def take_interval(self) -> tuple[float | None, int | None]:
+        """Mean and max staleness of the updates since the last call (None, None without updates:
+        nothing was measured); starts a new interval."""
+        if not self.interval_applied:
+            return None, None
+        mean = self.interval_staleness_sum / self.interval_applied
         peak = self.interval_staleness_max
         self.interval_applied = self.interval_staleness_sum = self.interval_staleness_max = 0
         return mean, peak
