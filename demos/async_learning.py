@@ -65,7 +65,8 @@ def same_weights(a: Path, b: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="runs/async-demo", help="where the runs and plots go")
+    parser.add_argument("--out", default=f"runs/async-demo-{time.strftime('%Y%m%d-%H%M%S')}",
+                        help="where the runs and plots go (default runs/async-demo-<time>)")
     parser.add_argument("--updates", type=int, default=4000, help="updates per setting")
     parser.add_argument("--no-ray", action="store_true", help="only the in-process backend")
     args = parser.parse_args(argv)

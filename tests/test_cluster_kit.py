@@ -289,8 +289,10 @@ def test_no_token_is_written_into_a_manifest(path):
 
 def test_the_manifests_show_how_to_create_the_secret():
     text = (CLUSTER / "k8s" / "raycluster.yaml").read_text(encoding="utf-8")
-    assert (f"kubectl create secret generic {SECRET['name']} "
-            f"--from-literal={SECRET['key']}=$(openssl rand -hex 32)") in text
+    command = (f"kubectl create secret generic {SECRET['name']} "
+               f'--from-file={SECRET["key"]}="$HOME/.ray/auth_token"')
+    assert command in text  # from the private token file: never on a command line
+    assert command in (CLUSTER / "README.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("doc", [doc for _, doc in RAY_OBJECTS], ids=RAY_IDS)

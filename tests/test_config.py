@@ -98,6 +98,8 @@ def test_overrides_parse_toml_values_and_bare_strings():
         cfg.apply_overrides({}, ["network.lr"])
     with pytest.raises(ConfigError, match="keys are section.key"):
         cfg.apply_overrides({}, ["nope.lr=1"])
+    with pytest.raises(ConfigError, match="the key before '=' is empty"):
+        cfg.apply_overrides({}, ["=3"])
 
 
 def test_unknown_config_name_lists_the_built_in_ones():

@@ -49,8 +49,9 @@ _HOW_TO_GET = {
     ),
     "mnist": (
         "download the four IDX files ({files}) from the official MNIST site "
-        "(http://yann.lecun.com/exdb/mnist/) into <dir>/mnist/ and pass --data-dir <dir> or set "
-        "COAGENTS_DATA_DIR=<dir>"
+        "(http://yann.lecun.com/exdb/mnist/, often unreachable; the mirror torchvision uses is "
+        "https://ossci-datasets.s3.amazonaws.com/mnist/) into <dir>/mnist/ and pass --data-dir "
+        "<dir> or set COAGENTS_DATA_DIR=<dir>"
     ),
 }
 IDX_DATASETS = tuple(_HOW_TO_GET)

@@ -212,6 +212,8 @@ def parse_override(assignment: str) -> tuple[str, Any]:
     if "=" not in assignment:
         raise ConfigError(f"--set expects key=value, got {assignment!r}")
     key, text = (part.strip() for part in assignment.split("=", 1))
+    if not key:
+        raise ConfigError(f"--set {assignment!r}: the key before '=' is empty; use section.key=value")
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
