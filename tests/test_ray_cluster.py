@@ -94,23 +94,26 @@ def test_a_node_removed_mid_run_its_layers_move_and_the_run_completes(cluster, t
 
 def test_an_agent_too_big_to_travel_inline_still_restarts_when_its_node_is_removed(cluster,
                                                                                   tmp_path):
-    """A layer over Ray's 100 KB inline limit (6 inputs x 2 x 2048 logits and its RMSprop state) is
-    an actor creation argument in the object store, which Ray does not keep for restarts
-    (ray-project/ray#53727); the driver holds it, so the actor comes back."""
+    """Hidden layers over Ray's 100 KB inline limit (6 -> 2048 -> 64 Bernoulli units, with their
+    RMSprop state) would be actor creation arguments in the object store, which Ray does not keep
+    for restarts (ray-project/ray#53727); the driver holds them, so such an actor comes back."""
     c, workers = cluster
     workers.append(c.add_node(num_cpus=1, resources={"node3": 1}))
     c.wait_for_nodes()
     moved = {}
 
-    def remove_the_node_of_layer0(run):
+    def remove_a_worker_hosting_a_hidden_layer(run):
+        # placement 'nodes' puts the three layers on three different nodes: at least one of the two
+        # hidden layers is on a worker
         placement = {p["name"]: p["node_id"] for p in run.backend.describe()["placement"]}
-        victim = next(w for w in workers if w.node_id == placement["layer0"])
+        moved["layer"], victim = next((name, w) for name in ("layer0", "layer1") for w in workers
+                                      if w.node_id == placement[name])
         moved["from"] = victim.node_id
         c.remove_node(victim)
 
-    summary = run_with(config('backend.placement="spread"', "network.hidden=[2048, 16]",
+    summary = run_with(config('backend.placement="nodes"', "network.hidden=[2048, 64]",
                               "run.updates=600", "run.eval_every=300"),
-                       tmp_path / "run", at_update=250, action=remove_the_node_of_layer0)
+                       tmp_path / "run", at_update=250, action=remove_a_worker_hosting_a_hidden_layer)
     assert summary["status"] == "completed" and summary["accounting"]["complete"]
-    layer0 = next(p for p in summary["placement"] if p["name"] == "layer0")
-    assert layer0["node_id"] != moved["from"] and layer0["incarnation"] >= 1
+    layer = next(p for p in summary["placement"] if p["name"] == moved["layer"])
+    assert layer["node_id"] != moved["from"] and layer["incarnation"] >= 1

@@ -45,9 +45,7 @@ from async_coagents.protocol import Completed, Coordinator, Reward
 class LayerActor:
     """One agent of the protocol in its own process: a core layer (or node group) object.
 
-    The driver puts the ``agent`` the actor starts from in the object store and holds the
-    reference for the whole run: Ray itself does not keep an actor's creation arguments alive for
-    its restarts (ray-project/ray#53727, which is why Ray logs an error line about them).
+    ``agent`` is the agent the actor starts from (see :func:`_starting_agent`).
 
     With ``checkpoint_path`` the actor saves its agent there (atomically, msgpack) every
     ``checkpoint_every`` applied updates and on request; when Ray restarts it within the same
@@ -154,6 +152,23 @@ class LayerActor:
         return None
 
 
+#: Ray carries a task argument smaller than this inside the task itself; a larger one goes to the
+#: object store (Ray's ``max_direct_call_object_size``, 100 KiB by default).
+RAY_INLINE_BYTES = 100 * 1024
+
+
+def _starting_agent(agent, held: list):
+    """What to pass an actor as the agent it starts from. A small agent travels inline, in the
+    actor's creation task, which Ray keeps for restarts. A large one would be a creation argument
+    in the object store, which Ray does not keep for restarts (ray-project/ray#53727; Ray logs an
+    error line about it): it is put there by the driver, which holds the reference in ``held``
+    for the whole run, so a restart always finds it."""
+    if len(ray.cloudpickle.dumps(agent)) < 0.9 * RAY_INLINE_BYTES:
+        return agent
+    held.append(ray.put(agent))
+    return held[-1]
+
+
 def _join(inputs: tuple[np.ndarray, ...]) -> np.ndarray:
     """The layer input: one array, or the outputs of the previous layer's node groups side by side."""
     return inputs[0] if len(inputs) == 1 else np.concatenate(inputs, axis=1)
@@ -181,14 +196,13 @@ class RayTransport:
                  actor_options: Callable[[int], dict] | None = None, agent_dir: str | None = None,
                  session: str = "", checkpoint_every: int = 0) -> None:
         self.actors = []
-        self.starts = []  # the agents the actors start from, held while the actors may restart
+        self.starts = []  # large starting agents, held while their actors may restart
         for index, layer in enumerate(network.layers):
             options = actor_options(index) if actor_options else {}
             actors = []
             for agent in getattr(layer, "groups", [layer]):
-                self.starts.append(ray.put(agent))
                 actors.append(LayerActor.options(**options).remote(
-                    self.starts[-1],
+                    _starting_agent(agent, self.starts),
                     os.path.join(agent_dir, f"{agent.name}.ckpt") if agent_dir else None,
                     session, checkpoint_every))
             self.actors.append(actors)
