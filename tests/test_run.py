@@ -169,7 +169,7 @@ def test_bench_reports_the_engine_benchmarks_as_a_table_and_json(tmp_path, capsy
 
 # ---- command line ---------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["train", "resume", "eval", "plot", "configs", "datasets",
-                                     "bench"])
+                                     "bench", "demo"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
