@@ -208,7 +208,7 @@ def _local_pipeline_all_cores(updates: int) -> float:
 
 def bench_pipeline(quick: bool) -> list[Result]:
     """Pipeline parallelism: the wide network in one process (one core; all cores through BLAS)
-    and on the Ray backend, one layer actor per core, with one batch and with 8 batches in
+    and on the Ray backend (one actor per layer, all cores), with one batch and with 8 batches in
     flight."""
     n = 40 if quick else 300
     what = "784-2048-1024-10 Bernoulli, batch 32"

@@ -132,7 +132,7 @@ def _train(args) -> int:
 
     runs = cfg.load(args.config, train_overrides(args))
     name = runs[0][0]["name"]
-    out = Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.out or _new_run_dir(name))
     progress = False if args.no_progress else None
     results = []
     for index, (config, point) in enumerate(runs):
@@ -228,11 +228,16 @@ def _bench(args) -> int:
 def _demo(args) -> int:
     from async_coagents.experiment.demo import run_demo
 
-    out = args.out or f"runs/async-demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    return 0 if run_demo(out, args.updates, ray=not args.no_ray) else 1
+    return 0 if run_demo(args.out or _new_run_dir("async-demo"), args.updates,
+                         ray=not args.no_ray) else 1
 
 
 # ---- helpers -------------------------------------------------------------------------------------
+def _new_run_dir(name: str) -> str:
+    """The default output directory of a command: ``runs/<name>-<time>``."""
+    return f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def _run_name(name: str, index: int, point: dict) -> str:
     parts = [f"{key.split('.')[-1]}{value}" for key, value in point.items()]
     slug = re.sub(r"[^A-Za-z0-9_.=-]+", "", "-".join(parts))[:80]

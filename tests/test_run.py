@@ -227,8 +227,8 @@ def test_cli_lists_configs_and_datasets(capsys):
 @pytest.mark.parametrize("backend, updates, signum", [("local", 12000, signal.SIGINT),
                                                       ("ray", 3000, signal.SIGINT),
                                                       ("local", 12000, signal.SIGTERM)])
-def test_ctrl_c_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, backend, updates,
-                                                                      signum):
+def test_ctrl_c_or_sigterm_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, backend,
+                                                                                updates, signum):
     """End to end with real processes: SIGINT at an arbitrary moment to the whole process group, as
     a terminal's Ctrl-C sends it (on Ray, the run's own Ray processes get it too), or SIGTERM, as
     `kill` and `ray job stop` send it; then `coagents resume`; the result equals an uninterrupted

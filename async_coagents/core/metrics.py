@@ -78,11 +78,12 @@ def evaluate_with(measure: Measure, objective, x: np.ndarray, y: np.ndarray, *, 
         meters = activity if meters is None else [
             m.merge(a) for m, a in zip(meters, activity, strict=True)]
     metrics = objective.metrics(np.concatenate(predictions), y)
-    metrics["entropy"] = [float(m.unit_entropy().mean()) for m in meters]
-    metrics["entropy_std"] = [float(m.unit_entropy().std()) for m in meters]
+    entropies = [m.unit_entropy() for m in meters]
+    metrics["entropy"] = [float(h.mean()) for h in entropies]
+    metrics["entropy_std"] = [float(h.std()) for h in entropies]
     metrics["sparsity"] = [m.sparsity() for m in meters]
     if unit_entropy:
-        metrics["unit_entropy"] = [m.unit_entropy().tolist() for m in meters]
+        metrics["unit_entropy"] = [h.tolist() for h in entropies]
     return metrics
 
 

@@ -401,8 +401,7 @@ def _check_combinations(config: dict, origin: str) -> None:
                           "backend.node_resources (one resource name per layer)")
     if net["units"] != "categorical" and (net["n_actions"] != 2 or net["normalisation"] != "unit"):
         raise ConfigError(f"{origin}: network.n_actions and network.normalisation apply to "
-                          f"categorical units only, and network.units is {net['units']!r} "
-                          "(Bernoulli units pass on 0 or 1)")
+                          f"categorical units only, and network.units is {net['units']!r}")
     if backend["address"] and backend["kind"] != "ray":
         raise ConfigError(f"{origin}: backend.address ({backend['address']!r}) is for the Ray "
                           f"backend, and backend.kind is {backend['kind']!r}")
