@@ -13,15 +13,13 @@ import numpy as np
 import pytest
 
 from async_coagents.errors import ConfigError, DataError
-from async_coagents.experiment.plots import (
-    FIGURES,
+from async_coagents.experiment.plots import FIGURES, make_figures, plot_runs
+from async_coagents.experiment.results import (
     PlotDataWarning,
     default_metric,
     ema,
     group_runs,
     load_runs,
-    make_figures,
-    plot_runs,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
