@@ -4,13 +4,14 @@ training step written from ``paper_method.md`` (``tests/reference/``), for every
 and unit family: reinforce, the EMA, input-state and per-layer baselines, on- and off-policy
 critics and the §3.9 reconstructions; Bernoulli, categorical K = 3 and 5 under the three
 normalisations, Gaussian identity and ReLU units with the Gaussian output coagent (the paper's
-correlated experiment among them); subsets, staged freezing; RMSprop, Adam and SGD.
+correlated experiment among them) and in partition groups; subsets, staged freezing; RMSprop, Adam
+and SGD.
 
 How close, and why. No case is equal bit for bit: the two implementations evaluate the same
 formulas in different orders (e.g. ``lr * g / (sqrt(v) + eps)`` against ``g / (sqrt(v) + eps) * lr``),
 so an operation may differ in its last bit, and training amplifies such differences (an RMSprop
 step divides by a running gradient scale; with large steps the amplification is exponential, which
-is why the cases use lr 2^-8, not 2^-6). Compared per array, relative to the array's largest
+is why the cases use lr 2^-8, not 0.01). Compared per array, relative to the array's largest
 magnitude, after 30 steps:
 
 * float64 networks (all cases but two): within ``1e-10``. Measured: 1e-16 to 1.5e-13 (the largest
@@ -72,6 +73,10 @@ CASES = [
     Case("gaussian-identity-ac", **GAUSSIAN, rule="ac"),
     Case("gaussian-relu-ac-offpolicy", **GAUSSIAN_REGRESSION, rule="ac-offpolicy"),
     Case("gaussian-units-readout", units="gaussian", hidden=(7, 6), rule="baseline"),
+    # partition groups of Gaussian ReLU units, back-propagating inside a group only (§2.6)
+    *[Case(f"partition-{p}", **{**GAUSSIAN_REGRESSION, "hidden": (7, 6, 5)[:len(p)]}, partition=p,
+           rule=rule) for p, rule in [("ds", "baseline"), ("sd", "reinforce"), ("dd", "baseline"),
+                                      ("dsd", "layer-baseline"), ("sds", "input-baseline")]],
     # subsets (§2.3) and staged freezing (§2.4)
     Case("subset-every-batch", subset=3),
     Case("subset-every-4-batches", subset=2, subset_every=4, rule="baseline"),
@@ -148,10 +153,11 @@ def test_package_matches_the_monolithic_reference(case):
     np.testing.assert_allclose(got_losses, want_losses, rtol=tol)
     # the comparison is not between untouched copies: every agent learnt, except a layer frozen
     # from the first batch, which never changes (§2.4)
-    for j, (w, _) in enumerate(init.policy):
+    for j, net in enumerate(init.policy):
         frozen_from_start = case.freeze_at is not None and j < len(case.freeze_at) and (
             case.freeze_at[j] == 0)
-        assert np.array_equal(want[f"W{j}"], w) == frozen_from_start, f"W{j}"
+        for k, (w, _) in enumerate(net):
+            assert np.array_equal(want[f"W{j}.{k}"], w) == frozen_from_start, f"W{j}.{k}"
     if case.rule == "baseline" and case.freeze_at is None:  # every agent's copy of the EMA is
         emas = {float(got[name]) for name in got if name.startswith("ema")}  # the same (§3.2)
         assert len(emas) == 1 and emas != {0.0}
@@ -174,6 +180,7 @@ ONE_DETAIL = [
     ("staged", {"freeze_at": (5, 13, None)}),
     ("adam-baseline", {"optimizer": "rmsprop"}),
     ("gaussian-identity-ac", {"rule": "ac-offpolicy"}),
+    ("partition-dsd", {"activation": "identity"}),
 ]
 
 

@@ -1,8 +1,8 @@
 """The formulas the monolith is made of, each written from ``paper_method.md`` (section cited), as
 plain functions on arrays: the unit families and their score functions (§2.1, §2.2, §2.5, §3.0),
-rewards (§1.1), torch's optimizers (§6.1) and the critics' ReLU networks (§3.6). Nothing here
-comes from the package; the one thing both share, how the sampling draws are taken from a layer's
-random stream, is in ``monolith.draw_*``.
+rewards (§1.1), torch's optimizers (§6.1), and the small networks of partition groups (§2.6) and
+critics (§3.6). Nothing here comes from the package; the one thing both share, how the sampling
+draws are taken from a layer's random stream, is in ``monolith.draw_*``.
 
 Shapes: ``B`` examples, ``U`` units, ``K`` actions per unit; affine maps are ``s @ W + c`` with
 ``W`` of shape ``(inputs, outputs)``.
@@ -84,34 +84,44 @@ def readout_grad(o: np.ndarray, y: np.ndarray, task: str) -> np.ndarray:
     return 2 * (o - y[:, None]) / len(y)
 
 
-# ---- ReLU networks: the critics (§3.6) --------------------------------------------------------
-def relu_net(params: list[list[np.ndarray]], x: np.ndarray) -> np.ndarray:
-    """``[[W, c], ...]``: ReLU hidden layers, linear scalar output; returns ``(B,)``."""
-    h = x
-    for i, (w, c) in enumerate(params):
-        h = h @ w + c
-        if i < len(params) - 1:
-            h = np.maximum(h, 0)
-    return h[:, 0]
-
-
-def relu_net_mse_grads(params: list[list[np.ndarray]], x: np.ndarray,
-                       target: np.ndarray) -> list[list[np.ndarray]]:
-    """Gradients of ``(1/B) sum_b (Q(x_b) - target_b)^2`` for every ``[W, c]``, by hand."""
+# ---- small networks: partition groups (§2.6) and critics (§3.6) -------------------------------
+def mlp(params: list[list[np.ndarray]], x: np.ndarray, act: str) -> tuple[np.ndarray, list]:
+    """``[[W, c], ...]`` with activation ``act`` between the affine maps and a linear output;
+    returns the output and what :func:`mlp_grads` needs (each map's input and pre-activation)."""
     inputs, pre = [], []
     h = x
     for i, (w, c) in enumerate(params):
         inputs.append(h)
         z = h @ w + c
         pre.append(z)
-        h = np.maximum(z, 0) if i < len(params) - 1 else z
-    d = 2 * (h - target[:, None]) / len(target)
-    grads = []
+        h = activation(z, act) if i < len(params) - 1 else z
+    return h, [inputs, pre]
+
+
+def mlp_grads(params: list[list[np.ndarray]], cache: list, d_out: np.ndarray,
+              act: str) -> list[list[np.ndarray]]:
+    """Back-propagate ``dJ/d output`` through :func:`mlp`: ``[[dJ/dW, dJ/dc], ...]``."""
+    inputs, pre = cache
+    d, grads = d_out, []
     for i in range(len(params) - 1, -1, -1):
         grads.append([inputs[i].T @ d, d.sum(axis=0)])
         if i:
-            d = (d @ params[i][0].T) * (pre[i - 1] > 0)
+            d = d @ params[i][0].T
+            if act == "relu":
+                d = d * (pre[i - 1] > 0)
     return grads[::-1]
+
+
+def relu_net(params: list[list[np.ndarray]], x: np.ndarray) -> np.ndarray:
+    """A critic: ReLU hidden layers, a linear scalar output; returns ``(B,)``."""
+    return mlp(params, x, "relu")[0][:, 0]
+
+
+def relu_net_mse_grads(params: list[list[np.ndarray]], x: np.ndarray,
+                       target: np.ndarray) -> list[list[np.ndarray]]:
+    """Gradients of ``(1/B) sum_b (Q(x_b) - target_b)^2`` for every ``[W, c]`` of a critic."""
+    q, cache = mlp(params, x, "relu")
+    return mlp_grads(params, cache, 2 * (q - target[:, None]) / len(target), "relu")
 
 
 def linear_mse_grads(v: np.ndarray, s: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -11,8 +11,9 @@ It shares nothing with the package but how a layer draws from its own random str
 (``seeding.generator(seed, "sampling", j)`` for agent ``j``, bottom to top, the output last):
 the ``draw_*`` functions below are that convention and nothing else.
 
-Agents are numbered bottom-up: hidden layers ``0 .. L-1``, then the output ``L`` (a supervised
-read-out, §1.2, or a Gaussian coagent, §3.3). Extensions the paper does not define are the
+Agents are numbered bottom-up: the stochastic hidden layers ``0 .. L-1`` (each with the
+deterministic layers below it, in a partition, §2.6), then the output ``L`` (a supervised read-out,
+§1.2, or a Gaussian coagent, §3.3). Extensions the paper does not define are the
 package's documented choices (``docs/differences.md``): layer 0 has no critic (its ``Q_0`` is
 never read, §3.6), a critic sees ``[s_i ; phi(a_i)]``, and under a critic rule a Gaussian output
 coagent is one more agent of the critic chain, credited by ``r`` and crediting the top hidden
@@ -35,6 +36,8 @@ from tests.reference.maths import (
     categorical_state,
     gaussian_score,
     linear_mse_grads,
+    mlp,
+    mlp_grads,
     readout_grad,
     relu_net,
     relu_net_mse_grads,
@@ -58,6 +61,7 @@ class Case:
     normalisation: str = "unit"
     sigma: float = 0.5
     activation: str = "identity"  # Gaussian units only
+    partition: str | None = None  # §2.6: "d" or "s" per hidden layer (Gaussian units)
     output: str = "readout"  # or "gaussian": the output is a Gaussian coagent (§3.3)
     task: str = "classification"
     n_inputs: int = 8
@@ -78,11 +82,28 @@ class Case:
 
 @dataclass
 class Init:
-    """The initial weights, read once from the built network: ``policy[j] = [W, c]`` for every
-    agent bottom-up (the output last), ``critics[j] = [[W, c], ...]`` for every critic."""
+    """The initial weights, read once from the built network: ``policy[j] = [[W, c], ...]``, the
+    affine maps of every agent bottom-up (the output last), and ``critics[j]`` of every critic."""
 
     policy: list[list[np.ndarray]]
     critics: dict[int, list[list[np.ndarray]]]
+
+
+def agent_sizes(case: Case) -> list[list[int]]:
+    """Each agent's policy network, ``[inputs, ..., outputs]``, bottom-up. Without a partition
+    every hidden layer is one stochastic agent with ``U K`` logits (K = 2 Bernoulli, K actions,
+    1 mean per Gaussian unit). A partition (§2.6) groups a maximal run of ``d`` layers with the
+    ``s`` layer above them into one agent, and the output map joins the last group, with any
+    trailing ``d`` layers."""
+    k = {"bernoulli": 2, "categorical": case.n_actions, "gaussian": 1}[case.units]
+    groups, sizes = [], [case.n_inputs]
+    for width, letter in zip(case.hidden, case.partition or "s" * len(case.hidden), strict=True):
+        if letter == "d":
+            sizes.append(width)
+        else:
+            groups.append([*sizes, width * k])
+            sizes = [width]
+    return [*groups, [*sizes, case.n_outputs]]
 
 
 # ---- the one shared convention: how a layer draws from its sampling stream --------------------
@@ -111,6 +132,7 @@ class Step:
     """What one agent did on the current batch."""
 
     s: np.ndarray  # its input, the state s_j (B, d)
+    cache: list  # what back-propagation through its policy network needs
     dist: np.ndarray  # pi (B, U, K), or the mean mu (B, U) of Gaussian units
     a: np.ndarray  # action indices (B, U), or the sampled pre-activation (B, U)
     h: np.ndarray  # the state passed on, phi(a) (B, U)
@@ -126,8 +148,9 @@ class Monolith:
     def __init__(self, case: Case, init: Init) -> None:
         self.case = case
         self.dtype = np.dtype(case.dtype)
-        self.L = len(case.hidden)
-        self.policy = [[w.copy(), c.copy()] for w, c in init.policy]
+        self.sizes = agent_sizes(case)
+        self.L = len(self.sizes) - 1
+        self.policy = [[[w.copy(), c.copy()] for w, c in net] for net in init.policy]
         self.critics = {j: [[w.copy(), c.copy()] for w, c in net]
                         for j, net in init.critics.items()}
         self.rngs = [seeding.generator(case.seed, "sampling", j) for j in range(self.L + 1)]
@@ -139,29 +162,28 @@ class Monolith:
         # it was: it learns nothing, §2.4, and never reads it again)
         self.ema: dict[int, float | None] = dict.fromkeys(self.coagents)
         self.v_input = np.zeros(case.n_inputs + 1, self.dtype)  # §3.4, zero-initialised
-        self.v_layer = {j: np.zeros(len(w) + 1, self.dtype)  # §3.5, zero-initialised
-                        for j, (w, _) in enumerate(self.policy) if j in self.coagents}
+        self.v_layer = {j: np.zeros(self.sizes[j][0] + 1, self.dtype)  # §3.5, zero-initialised
+                        for j in self.coagents}
         self.masks: dict[int, np.ndarray] = {}
         self.t = 0  # batches trained
         self._check_architecture()
 
     def _check_architecture(self) -> None:
-        """The weights read from the package have the shapes the paper gives them: one affine map
-        ``(d_j, U_j K)`` per agent (§2), and for critic rules a critic on ``[s_j ; h_j]`` for every
-        coagent above layer 0, with ``critic_layers`` ReLU layers of ``critic_units`` (§3.6)."""
+        """The weights read from the package have the shapes the paper gives them: the affine maps
+        of :func:`agent_sizes` (§2, §2.6), and for critic rules a critic on ``[s_j ; h_j]`` for
+        every coagent above layer 0, with ``critic_layers`` ReLU layers of ``critic_units`` (§3.6)."""
         case = self.case
         k = {"bernoulli": 2, "categorical": case.n_actions, "gaussian": 1}[case.units]
-        widths = [case.n_inputs, *case.hidden]
-        outputs = [u * k for u in case.hidden] + [case.n_outputs]
-        assert [w.shape for w, _ in self.policy] == list(zip(widths, outputs, strict=True))
-        assert [c.shape for _, c in self.policy] == [(n,) for n in outputs]
+        for net, sizes in zip(self.policy, self.sizes, strict=True):
+            assert [(w.shape, c.shape) for w, c in net] == [
+                ((n_in, n_out), (n_out,)) for n_in, n_out in itertools.pairwise(sizes)]
         if case.rule not in CRITIC_RULES:
             assert not self.critics
             return
         assert sorted(self.critics) == list(self.coagents)[1:]
         for j, net in self.critics.items():
-            n_units = outputs[j] // (k if j < self.L else 1)
-            sizes = [widths[j] + n_units, *[case.critic_units] * case.critic_layers, 1]
+            n_units = self.sizes[j][-1] // (k if j < self.L else 1)
+            sizes = [self.sizes[j][0] + n_units, *[case.critic_units] * case.critic_layers, 1]
             assert [w.shape for w, _ in net] == list(itertools.pairwise(sizes)), j
 
     @property
@@ -173,15 +195,14 @@ class Monolith:
     # ---- §3.0 step 1: sample every layer bottom-up --------------------------------------------
     def _act(self, j: int, s: np.ndarray) -> Step:
         case = self.case
-        w, c = self.policy[j]
-        z = s @ w + c
+        z, cache = mlp(self.policy[j], s, case.activation)  # a partition group back-propagates
         at = case.freeze_at[j] if case.freeze_at is not None and j < self.L else None
         frozen = at is not None and self.t >= at  # §2.4: greedy from then on, no update
         if case.units == "gaussian" or j == self.L:  # §2.5; the output coagent has phi = identity
             phi = case.activation if j < self.L else "identity"
             assert not frozen and case.subset is None, "not defined for Gaussian units"
             a = draw_gaussian(self.rngs[j], z, case.sigma)
-            return Step(s, z, a, activation(a, phi), activation(z, phi), gaussian=True)
+            return Step(s, cache, z, a, activation(a, phi), activation(z, phi), gaussian=True)
         k = 2 if case.units == "bernoulli" else case.n_actions
         norm = "unit" if case.units == "bernoulli" else case.normalisation  # §2.1: h = a
         p = categorical_policy(z, k)
@@ -196,7 +217,7 @@ class Monolith:
                     self.masks[j] = draw_subset(self.rngs[j], p.shape[1], case.subset)
                 mask = self.masks[j]
                 a = np.where(mask, a, greedy)
-        return Step(s, p, a, categorical_state(a, k, norm, self.dtype),
+        return Step(s, cache, p, a, categorical_state(a, k, norm, self.dtype),
                     categorical_state(greedy, k, norm, self.dtype), gaussian=False,
                     frozen=frozen, mask=mask)
 
@@ -248,7 +269,10 @@ class Monolith:
         for j in self.coagents:
             steps.append(self._act(j, s))
             s = steps[-1].h
-        prediction = s if case.output == "gaussian" else s @ self.policy[L][0] + self.policy[L][1]
+        if case.output == "gaussian":
+            prediction = s
+        else:
+            prediction, out_cache = mlp(self.policy[L], s, case.activation)
         r = reward(prediction, labels, case.task)
         if case.rule in CRITIC_RULES:
             G = self._critic_returns(steps, r)
@@ -267,13 +291,14 @@ class Monolith:
                 if st.mask is not None:  # §3.10: only the units of S_i contribute
                     score.reshape(B, len(st.mask), -1)[:, ~st.mask] = 0
             dz = -(G[j] / B)[:, None] * score
-            grads.append((j, st.s.T @ dz, dz.sum(axis=0)))
+            grads.append((j, mlp_grads(self.policy[j], st.cache, dz, case.activation)))
         if case.output == "readout":  # §1.2: the supervised read-out
             d_o = readout_grad(prediction, labels, case.task)
-            grads.append((L, s.T @ d_o, d_o.sum(axis=0)))
-        for j, g_w, g_c in grads:  # one step each (§3.0 step 4)
-            self.opt.step((j, "W"), self.policy[j][0], g_w)
-            self.opt.step((j, "c"), self.policy[j][1], g_c)
+            grads.append((L, mlp_grads(self.policy[L], out_cache, d_o, case.activation)))
+        for j, net_grads in grads:  # one step each (§3.0 step 4)
+            for k, ((w, c), (g_w, g_c)) in enumerate(zip(self.policy[j], net_grads, strict=True)):
+                self.opt.step((j, k, "W"), w, g_w)
+                self.opt.step((j, k, "c"), c, g_c)
         # after the step: the baselines (§3.2, §3.4, §3.5)
         if case.rule == "baseline":  # b = mean(r_1) after the first step, then the EMA
             for j in self.coagents:
@@ -294,8 +319,9 @@ class Monolith:
     def arrays(self) -> dict[str, np.ndarray]:
         """Every learnt quantity, named as :func:`tests.reference.package.final_arrays` names it."""
         out = {}
-        for j, (w, c) in enumerate(self.policy):
-            out[f"W{j}"], out[f"c{j}"] = w, c
+        for j, net in enumerate(self.policy):
+            for k, (w, c) in enumerate(net):
+                out[f"W{j}.{k}"], out[f"c{j}.{k}"] = w, c
         for j, net in self.critics.items():
             for k, (w, c) in enumerate(net):
                 out[f"Q{j}.W{k}"], out[f"Q{j}.c{k}"] = w, c

@@ -19,6 +19,7 @@ def build(case: Case) -> Network:
         n_inputs=case.n_inputs, n_outputs=case.n_outputs, task=case.task, hidden=case.hidden,
         units=case.units, n_actions=case.n_actions, normalisation=case.normalisation,
         sigma=case.sigma, activation=case.activation if case.units == "gaussian" else None,
+        partition=case.partition,
         output=case.output, rule=case.rule, optimizer=case.optimizer, lr=case.lr,
         critic_layers=case.critic_layers, critic_units=case.critic_units,
         reinforce_updates=case.reinforce_updates, subset=case.subset,
@@ -37,10 +38,8 @@ def _affine_maps(net) -> list[list[np.ndarray]]:
 
 def initial_weights(network: Network) -> Init:
     """Copies of every policy's affine map and every critic's layers, before any training."""
-    policy = []
-    for layer in network.layers:
-        (affine,) = _affine_maps(layer.net)  # one affine map per agent (no partition groups)
-        policy.append([a.copy() for a in affine])
+    policy = [[[a.copy() for a in affine] for affine in _affine_maps(layer.net)]
+              for layer in network.layers]
     critics = {j: [[a.copy() for a in affine] for affine in _affine_maps(layer.critic.net)]
                for j, layer in enumerate(network.layers) if getattr(layer, "critic", None)}
     return Init(policy, critics)
@@ -57,13 +56,14 @@ def train(network: Network, batches: list[tuple[np.ndarray, np.ndarray]]) -> lis
 
 
 def final_arrays(network: Network) -> dict[str, np.ndarray]:
-    """Every learnt quantity, named as :meth:`Monolith.arrays` names it: ``W{j}``/``c{j}`` the
-    affine map of agent ``j``, ``Q{j}.W{k}``/``Q{j}.c{k}`` its critic, ``V{j}`` its linear
+    """Every learnt quantity, named as :meth:`Monolith.arrays` names it: ``W{j}.{k}``/``c{j}.{k}``
+    the affine maps of agent ``j``, ``Q{j}.W{k}``/``Q{j}.c{k}`` its critic, ``V{j}`` its linear
     baseline ``[v, v_0]``, ``ema{j}`` its copy of the EMA baseline (once it has a value), ``V(x)``
     the input-state baseline."""
     out = {}
     for j, layer in enumerate(network.layers):
-        (out[f"W{j}"], out[f"c{j}"]), = _affine_maps(layer.net)
+        for k, (w, c) in enumerate(_affine_maps(layer.net)):
+            out[f"W{j}.{k}"], out[f"c{j}.{k}"] = w, c
         if getattr(layer, "critic", None):
             for k, (w, c) in enumerate(_affine_maps(layer.critic.net)):
                 out[f"Q{j}.W{k}"], out[f"Q{j}.c{k}"] = w, c
