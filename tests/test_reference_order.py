@@ -111,6 +111,8 @@ def correlated_stream(case: Case, difficulty: float = 0.95, segments: int = 10):
 
 
 def batches(case: Case):
+    """The §5.3 stream for the one-input (correlated) networks; else normal inputs with random
+    labels, or a smooth regression target."""
     if case.n_inputs == 1:
         return correlated_stream(case)
     rng = np.random.default_rng(0)
