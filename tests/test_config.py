@@ -34,6 +34,8 @@ def valid(**sections):
         # impossible values
         ({"network": {"lr": -0.1}}, "network.lr must be > 0, got -0.1"),
         ({"network": {"hidden": []}}, "network.hidden must be a non-empty list"),
+        ({"backend": {"update_every": []}},
+         "backend.update_every must be a non-empty integer or list of integers"),
         ({"network": {"hidden": [0]}}, r"network.hidden\[0\] must be >= 1, got 0"),
         ({"network": {"units": "spiking"}}, "network.units must be one of"),
         ({"data": {"difficulty": 1.5}}, r"data.difficulty must be <= 1, got 1.5"),
@@ -290,3 +292,9 @@ def test_memory_error_while_building_is_a_config_error(tmp_path, monkeypatch):
                                           r"allocate 56.0 GiB .*\); make network.hidden"):
         run_module.train(valid(), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_config_path_that_is_a_directory_is_named(tmp_path):
+    (tmp_path / "configs.toml").mkdir()
+    with pytest.raises(ConfigError, match=r"configs.toml is not a file"):
+        cfg.load(tmp_path / "configs.toml")

@@ -207,7 +207,8 @@ def read_config(source: str | Path) -> tuple[dict, str]:
     path = Path(source)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} " + (
+                "is not a file" if path.exists() else "does not exist"))
         origin = str(path)
         try:
             data = path.read_bytes()
@@ -387,7 +388,7 @@ def _check(dotted: str, spec: Key, value: Any, origin: str) -> Any:
     where = f"{origin}: {dotted}"
     expected = _TYPE_NAMES[spec.type]
     if spec.type in ("ints", "int|ints") and isinstance(value, list):
-        if not value and spec.type == "ints":
+        if not value:
             raise ConfigError(f"{where} must be a non-empty {expected}")
         for i, item in enumerate(value):
             if not _is_int(item):
