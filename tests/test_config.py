@@ -181,6 +181,8 @@ def test_section_that_is_not_a_table_is_named(tmp_path, text, shown):
     path = _toml_file(tmp_path, text.encode())
     with pytest.raises(ConfigError, match=f"c.toml: {shown}"):
         cfg.load(path)
+    with pytest.raises(ConfigError, match=f"c.toml: {shown}"):
+        cfg.load(path, ["network.lr=0.5", "run.seed=1", "data.batch=4"])
     with pytest.raises(ConfigError, match=shown):
         cfg.expand_sweep(tomllib.loads(text))
 

@@ -258,8 +258,8 @@ def parse_override(assignment: str) -> tuple[str, Any]:
     return key, value
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """A copy of ``raw`` with each ``--set section.key=value`` applied."""
+def apply_overrides(raw: dict, overrides: list[str], origin: str = "config") -> dict:
+    """A copy of ``raw`` (read from ``origin``) with each ``--set section.key=value`` applied."""
     raw = copy.deepcopy(raw)
     for assignment in overrides:
         key, value = parse_override(assignment)
@@ -274,7 +274,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             )
         section = raw.setdefault(parts[0], {})
         if not isinstance(section, dict):
-            raise ConfigError(f"[{parts[0]}] must be a table")
+            raise ConfigError(f"{origin}: [{parts[0]}] must be a table, got {_kind(section)} "
+                              f"{_short(section)}, so --set {key} has nowhere to go")
         section[parts[1]] = value
     return raw
 
@@ -537,7 +538,7 @@ def _suggest(key: str, known: dict) -> str:
 def load(source: str | Path, overrides: list[str] | None = None) -> list[tuple[dict, dict]]:
     """Read, override, expand and validate: ``[(validated config, sweep point), ...]``."""
     raw, origin = read_config(source)
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides or [], origin)
     return [(validate(config, origin), point) for config, point in expand_sweep(raw, origin)]
 
 
