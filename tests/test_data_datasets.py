@@ -36,7 +36,8 @@ def write_fake(root, name="fashion-mnist", n_train=N_TRAIN, n_test=N_TEST, seed=
         "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
         "test_labels": (np.arange(n_test) % 10).astype(np.uint8),
     }
-    arrays["train_images"][0, 0, :2] = [0, 255]  # both ends of the pixel range occur
+    if n_train:
+        arrays["train_images"][0, 0, :2] = [0, 255]  # both ends of the pixel range occur
     arrays.update(override)
     directory = root / name
     directory.mkdir(parents=True)
@@ -231,3 +232,32 @@ def test_real_fashion_mnist_split_is_stratified_and_fixed(fashion, monkeypatch):
     assert reloaded is not ds
     np.testing.assert_array_equal(reloaded.valid.x, ds.valid.x)
     np.testing.assert_array_equal(reloaded.train.y, ds.train.y)
+
+
+@pytest.mark.parametrize(
+    ("n_train", "n_test", "match"),
+    [
+        (0, N_TEST, r"train-images.*holds 0 images; a dataset needs at least 2 training images"),
+        (1, N_TEST, r"train-images.*holds 1 image; a dataset needs at least 2 training images"),
+        (N_TRAIN, 0, r"t10k-images.*holds 0 images; .* and 1 test image"),
+    ],
+)
+def test_too_few_images_name_the_file_and_the_minimum(tmp_path, n_train, n_test, match):
+    write_fake(tmp_path, n_train=n_train, n_test=n_test)
+    with pytest.raises(DataError, match=match):
+        load_dataset("fashion-mnist", tmp_path)
+
+
+def test_the_smallest_dataset_trains_and_evaluates(tmp_path):
+    from async_coagents.experiment import config as cfg
+    from async_coagents.experiment.run import evaluate_run, train
+
+    write_fake(tmp_path, n_train=2, n_test=1)
+    ds = load_dataset("fashion-mnist", tmp_path)
+    assert (len(ds.train), len(ds.valid), len(ds.test)) == (1, 1, 1)
+    config = cfg.validate({"name": "tiny", "network": {"hidden": [4]},
+                           "data": {"dataset": "fashion-mnist", "batch": 4},
+                           "run": {"epochs": 3}}, "tiny.toml")
+    summary = train(config, tmp_path / "run", progress=False, data_dir=str(tmp_path))
+    assert summary["status"] == "completed" and summary["updates"] == 3
+    assert set(evaluate_run(tmp_path / "run")) >= {"valid_accuracy", "test_accuracy"}

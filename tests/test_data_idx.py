@@ -134,3 +134,34 @@ def test_write_refuses_what_idx_cannot_hold(tmp_path):
         write_idx(tmp_path / "a.idx", np.zeros(3, dtype=np.int64), compress=False)
     with pytest.raises(DataError, match=r"1\.\.4 dimensions"):
         write_idx(tmp_path / "a.idx", np.zeros((1,) * 5, dtype=np.uint8), compress=False)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_dimension_product_beyond_int64_is_refused_by_its_size(tmp_path, compress):
+    # (2**32 - 1)**2 float64 items: 1.5e20 bytes, beyond int64 (numpy's product wraps around)
+    data = bytes.fromhex("00000E02 FFFFFFFF FFFFFFFF") + bytes(8)
+    path = _write(tmp_path, gzip.compress(data) if compress else data)
+    with pytest.raises(DataError, match=r"shape \(4294967295, 4294967295\) of float64: "
+                                        r"147573952520956936200 bytes, more than any array"):
+        read_idx(path)
+
+
+def test_empty_array_whose_other_dimensions_overflow_is_refused(tmp_path):
+    data = bytes.fromhex("00000804 00000000 80000001 80000001 80000001")
+    with pytest.raises(DataError, match=r"shape \(0, 2147483649, 2147483649, 2147483649\)"):
+        read_idx(_write(tmp_path, data))
+
+
+def test_dimension_product_larger_than_the_file(tmp_path):
+    data = bytes.fromhex("00000803 0000EA60 0000001C 0000001C") + bytes(10)  # 60000 x 28 x 28
+    with pytest.raises(DataError, match="needs 47040000 bytes of data, found 10"):
+        read_idx(_write(tmp_path, data))
+
+
+def test_gzip_that_inflates_beyond_its_header_stops_there(tmp_path):
+    # 10 items declared, 64 MB inflated: refused after reading one byte past the 18 declared
+    data = bytes.fromhex("00000801 0000000A") + bytes(10) + bytes(64 << 20)
+    path = _write(tmp_path, gzip.compress(data, mtime=0), name="bomb.gz")
+    with pytest.raises(DataError, match=r"bomb\.gz: the gzip stream inflates to more than the 18 "
+                                        r"bytes its IDX header declares"):
+        read_idx(path)

@@ -39,6 +39,10 @@ N_CLASSES = 10
 SPLIT_SEED = 50
 # Validation share of the official training images: ceil(N / 6), i.e. 10,000 of 60,000.
 VALID_DENOMINATOR = 6
+# The smallest dataset that can be trained and evaluated: every split needs one example, so the
+# training file needs two images (ceil(2/6) = 1 goes to validation, 1 is left to train on) and
+# the test file one.
+MIN_IMAGES = {"train": 2, "test": 1}
 
 _HOW_TO_GET = {
     "fashion-mnist": (
@@ -227,8 +231,8 @@ def pixels_to_inputs(images: np.ndarray) -> np.ndarray:
 
 
 def _read_mnist_like(name: str, directory: Path, files: dict[str, Path]) -> Dataset:
-    train_x, train_y = _read_pair(files["train_images"], files["train_labels"])
-    test_x, test_y = _read_pair(files["test_images"], files["test_labels"])
+    train_x, train_y = _read_pair(files["train_images"], files["train_labels"], "train")
+    test_x, test_y = _read_pair(files["test_images"], files["test_labels"], "test")
     n_valid = -(-train_y.shape[0] // VALID_DENOMINATOR)
     train_idx, valid_idx = stratified_split(train_y, n_valid)
     targets = train_y.astype(np.int64)
@@ -244,8 +248,9 @@ def _read_mnist_like(name: str, directory: Path, files: dict[str, Path]) -> Data
     )
 
 
-def _read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read and check one images file (N, 28, 28) uint8 and its labels file (N,) uint8."""
+def _read_pair(images_path: Path, labels_path: Path, role: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read and check one images file (N, 28, 28) uint8 and its labels file (N,) uint8, ``role``
+    ``"train"`` or ``"test"`` (which sets the minimum N, :data:`MIN_IMAGES`)."""
     images = read_idx(images_path)
     labels = read_idx(labels_path)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
@@ -258,6 +263,13 @@ def _read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.nda
         raise DataError(
             f"image/label count mismatch: {images_path} holds {images.shape[0]} images but "
             f"{labels_path} holds {labels.shape[0]} labels"
+        )
+    if images.shape[0] < MIN_IMAGES[role]:
+        raise DataError(
+            f"{images_path}: holds {images.shape[0]} image{'' if images.shape[0] == 1 else 's'}; "
+            f"a dataset needs at least "
+            f"{MIN_IMAGES['train']} training images (one for the validation split, one to train "
+            f"on) and {MIN_IMAGES['test']} test image"
         )
     if labels.size and labels.max() >= N_CLASSES:
         bad = int(labels.max())

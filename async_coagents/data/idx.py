@@ -9,7 +9,9 @@ Gzip is recognised by its magic bytes, never by the file name. Every malformed f
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import struct
 import zlib
 from pathlib import Path
 
@@ -28,6 +30,8 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 MAX_DIMS = 4
 _GZIP_MAGIC = b"\x1f\x8b"
+_INFLATE_CHUNK = 1 << 16  # bytes inflated at a time until the header is known
+_MAX_ARRAY_BYTES = np.iinfo(np.intp).max
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -36,7 +40,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     Returns an array of shape ``(n_1, ..., n_k)``, ``1 <= k <= 4``, with the dtype given by the
     file's type code (uint8, int8, int16, int32, float32 or float64). Raises ``DataError`` if the
     file cannot be read, is not gzip-decodable, has a bad magic number or a payload whose size
-    disagrees with its header.
+    disagrees with its header. A gzip file is inflated only as far as its header allows, so a
+    small file that inflates to far more than it declares is refused without filling memory.
     """
     path = Path(path)
     try:
@@ -50,24 +55,14 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     """Decode the bytes of an uncompressed IDX file; ``source`` names it in error messages."""
-    if len(data) < 4:
+    declared = _declared(data, source)
+    if declared is None and len(data) < 4:
         raise DataError(f"{source}: not an IDX file: {len(data)} bytes, shorter than the magic")
-    zero0, zero1, code, ndim = data[0], data[1], data[2], data[3]
-    if zero0 != 0 or zero1 != 0:
-        raise DataError(
-            f"{source}: bad IDX magic number 0x{data[:4].hex()}: an IDX file starts with two zero bytes"
-        )
-    if code not in IDX_DTYPES:
-        known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
-        raise DataError(f"{source}: unknown IDX data type code 0x{code:02X} (known: {known})")
-    if not 1 <= ndim <= MAX_DIMS:
-        raise DataError(f"{source}: IDX header declares {ndim} dimensions, expected 1..{MAX_DIMS}")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{source}: truncated IDX header: expected {header} bytes, found {len(data)}")
-    shape = tuple(int(n) for n in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if declared is None:
+        raise DataError(f"{source}: truncated IDX header: expected {4 + 4 * data[3]} bytes, "
+                        f"found {len(data)}")
+    shape, dtype, header = declared
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     actual = len(data) - header
     if actual < expected:
         raise DataError(
@@ -81,6 +76,33 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
         )
     items = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize, offset=header)
     return items.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+
+
+def _declared(data: bytes, source: str) -> tuple[tuple[int, ...], np.dtype, int] | None:
+    """``(shape, dtype, header bytes)`` from the start of an IDX file, or None while ``data`` is
+    shorter than the header; ``DataError`` for a header no valid file has."""
+    if len(data) < 4:
+        return None
+    zero0, zero1, code, ndim = data[0], data[1], data[2], data[3]
+    if zero0 != 0 or zero1 != 0:
+        raise DataError(
+            f"{source}: bad IDX magic number 0x{data[:4].hex()}: an IDX file starts with two zero bytes"
+        )
+    if code not in IDX_DTYPES:
+        known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
+        raise DataError(f"{source}: unknown IDX data type code 0x{code:02X} (known: {known})")
+    if not 1 <= ndim <= MAX_DIMS:
+        raise DataError(f"{source}: IDX header declares {ndim} dimensions, expected 1..{MAX_DIMS}")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        return None
+    shape = struct.unpack_from(f">{ndim}I", data, 4)
+    dtype = IDX_DTYPES[code]
+    # an empty array may have huge other dimensions, but numpy still needs their product to fit
+    if math.prod(n for n in shape if n) * dtype.itemsize > _MAX_ARRAY_BYTES:
+        raise DataError(f"{source}: IDX header declares shape {shape} of {dtype.name}: "
+                        f"{math.prod(shape) * dtype.itemsize} bytes, more than any array can hold")
+    return shape, dtype, header
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray, compress: bool) -> None:
@@ -109,8 +131,10 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray, compress: bool) -
 
 
 def _gunzip(raw: bytes, path: Path) -> bytes:
-    """Decompress every gzip member of ``raw``; damage is a ``DataError`` naming ``path``."""
-    parts = []
+    """Decompress every gzip member of ``raw``, never beyond the size its IDX header declares;
+    damage and excess are a ``DataError`` naming ``path``."""
+    out = bytearray()
+    limit: int | None = None  # header + payload bytes, once the header has been inflated
     rest = raw
     try:
         while rest:
@@ -119,10 +143,27 @@ def _gunzip(raw: bytes, path: Path) -> bytes:
                     f"corrupt gzip file {path}: {len(rest)} bytes of garbage after the gzip stream"
                 )
             member = zlib.decompressobj(wbits=31)
-            parts.append(member.decompress(rest))
+            pending = rest
+            while not member.eof:
+                room = _INFLATE_CHUNK if limit is None else max(1, limit + 1 - len(out))
+                chunk = member.decompress(pending, room)
+                pending = member.unconsumed_tail
+                out += chunk
+                if limit is None:
+                    declared = _declared(bytes(out[:4 + 4 * MAX_DIMS]), str(path))
+                    if declared is not None:
+                        shape, dtype, header = declared
+                        limit = header + math.prod(shape) * dtype.itemsize
+                if limit is not None and len(out) > limit:
+                    raise DataError(
+                        f"{path}: the gzip stream inflates to more than the {limit} bytes its IDX "
+                        f"header declares (shape {shape} of {dtype.name}); stopped reading there"
+                    )
+                if not chunk and not pending:
+                    break  # the input ends inside this member
             if not member.eof:
                 raise DataError(f"corrupt gzip file {path}: the gzip stream is truncated")
             rest = member.unused_data
     except zlib.error as exc:
         raise DataError(f"corrupt gzip file {path}: {exc}") from exc
-    return b"".join(parts)
+    return bytes(out)

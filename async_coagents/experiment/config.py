@@ -15,6 +15,7 @@ import copy
 import difflib
 import itertools
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -23,6 +24,7 @@ from typing import Any
 
 from async_coagents.core.rules import RULES
 from async_coagents.errors import ConfigError
+from async_coagents.experiment.footprint import check_fits
 
 # Types a key may have: "int", "float" (an int is accepted), "str", "bool", "ints" (list of int),
 # "int|ints" (one int or a list of int, e.g. per-layer clock rates).
@@ -62,8 +64,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "normalisation": Key("str", "unit", "state passed on by a categorical unit: index a, unit "
                              "a/(K-1) or symmetric 2a/(K-1)-1 (§2.2 modes 1-3)",
                              choices=("index", "unit", "symmetric")),
-        "sigma": Key("float", 0.5, "fixed standard deviation of Gaussian units (§2.5)",
-                     exclusive_minimum=0),
+        "sigma": Key("float", 0.5, "fixed standard deviation of Gaussian units (§2.5), "
+                     "1e-18 .. 1e18 (sigma^2 and 1/sigma^2 finite in float32)",
+                     minimum=1e-18, maximum=1e18),
         "activation": Key("str", "", "Gaussian units: identity or relu after the sample; backprop: "
                           "relu, tanh or sigmoid; empty for the default",
                           choices=("", "identity", "relu", "tanh", "sigmoid")),
@@ -165,9 +168,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
                               "cluster); empty = <run directory>/agents"),
     },
 }
-TOP_LEVEL = {"name": Key("str", "experiment", "name of the experiment (used in run directories)"),
+TOP_LEVEL = {"name": Key("str", "experiment", "name of the experiment, one path component: letters, "
+                         "digits, '.', '_' and '-', starting with a letter or digit, at most 100 "
+                         "characters (run directories are named after it)"),
              "description": Key("str", "", "one line saying what the experiment shows")}
 SECTIONS = tuple(SCHEMA)
+#: Every integer of a config is stored in the run's checkpoints as a 64-bit msgpack int.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+#: A run name is one safe path component (it names directories under runs/ and sweep members).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+#: The most runs one sweep may expand to (the product of its axes is checked before expanding).
+MAX_SWEEP_RUNS = 10_000
 
 
 def defaults() -> dict:
@@ -186,12 +197,23 @@ def builtin_names() -> list[str]:
 
 
 def read_config(source: str | Path) -> tuple[dict, str]:
-    """Read a built-in config by name, or a TOML file by path: ``(raw dict, where from)``."""
+    """Read a built-in config by name, or a TOML file by path: ``(raw dict, where from)``.
+
+    A config file is UTF-8 TOML; anything else (unreadable, not UTF-8, not TOML, nested deeper
+    than the parser can follow) is a :class:`ConfigError` naming the file.
+    """
+    if "\0" in str(source):
+        raise ConfigError(f"config {str(source)!r}: a file name cannot contain a NUL character")
     path = Path(source)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        text, origin = path.read_text(encoding="utf-8"), str(path)
+            raise ConfigError(f"config file {path} " + (
+                "is not a file" if path.exists() else "does not exist"))
+        origin = str(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     else:
         if source not in builtin_names():
             raise ConfigError(
@@ -199,11 +221,24 @@ def read_config(source: str | Path) -> tuple[dict, str]:
                 f"{', '.join(builtin_names())}"
             )
         folder = resources.files("async_coagents.experiment") / "configs"
-        text, origin = (folder / f"{source}.toml").read_text(encoding="utf-8"), f"built-in {source}"
+        data, origin = (folder / f"{source}.toml").read_bytes(), f"built-in {source}"
+    return parse_toml(data, origin), origin
+
+
+def parse_toml(data: bytes, origin: str) -> dict:
+    """The table of a TOML document given as bytes; ``origin`` names it in errors."""
     try:
-        return tomllib.loads(text), origin
-    except tomllib.TOMLDecodeError as exc:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{origin}: not UTF-8 text (a TOML file is UTF-8): byte "
+                          f"0x{data[exc.start]:02x} at offset {exc.start} is {exc.reason}") from None
+    try:
+        return tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: a decimal of > 4300 digits
         raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: not a usable config: arrays or tables nested too deeply") \
+            from None
 
 
 def parse_override(assignment: str) -> tuple[str, Any]:
@@ -215,14 +250,16 @@ def parse_override(assignment: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"--set {assignment!r}: the key before '=' is empty; use section.key=value")
     try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text
+        parsed = tomllib.loads(f"v = {text}")
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError):
+        parsed = {}
+    # one TOML value, or else the bare string (never extra keys smuggled in after a newline)
+    value = parsed["v"] if list(parsed) == ["v"] else text
     return key, value
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """A copy of ``raw`` with each ``--set section.key=value`` applied."""
+def apply_overrides(raw: dict, overrides: list[str], origin: str = "config") -> dict:
+    """A copy of ``raw`` (read from ``origin``) with each ``--set section.key=value`` applied."""
     raw = copy.deepcopy(raw)
     for assignment in overrides:
         key, value = parse_override(assignment)
@@ -237,18 +274,22 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             )
         section = raw.setdefault(parts[0], {})
         if not isinstance(section, dict):
-            raise ConfigError(f"[{parts[0]}] must be a table")
+            raise ConfigError(f"{origin}: [{parts[0]}] must be a table, got {_kind(section)} "
+                              f"{_short(section)}, so --set {key} has nowhere to go")
         section[parts[1]] = value
     return raw
 
 
 # ---- sweeps ----------------------------------------------------------------------------------
-def expand_sweep(raw: dict) -> list[tuple[dict, dict]]:
+def expand_sweep(raw: dict, origin: str = "config") -> list[tuple[dict, dict]]:
     """Every combination of the sweep axes: ``[(config, {dotted key: value}), ...]``.
 
     A list where the schema expects one value is a sweep axis; for list-valued keys (``hidden``)
-    a list of lists is. ``run.seed = [0, 1, 2]`` runs three seeds.
+    a list of lists is. ``run.seed = [0, 1, 2]`` runs three seeds. Raises :class:`ConfigError`
+    for a section that is not a table, an empty or nested sweep, and a sweep of more than
+    :data:`MAX_SWEEP_RUNS` runs.
     """
+    check_tables(raw, origin)
     axes: list[tuple[str, list]] = []
     for section, keys in SCHEMA.items():
         for key, value in (raw.get(section) or {}).items():
@@ -256,11 +297,15 @@ def expand_sweep(raw: dict) -> list[tuple[dict, dict]]:
             if spec is None:
                 continue  # reported by validate()
             if _is_sweep(spec, value):
-                if not value:
-                    raise ConfigError(f"{section}.{key}: an empty list is not a sweep")
+                _check_axis(f"{origin}: {section}.{key}", spec, value)
                 axes.append((f"{section}.{key}", value))
     if not axes:
         return [(raw, {})]
+    n_runs = math.prod(len(values) for _, values in axes)
+    if n_runs > MAX_SWEEP_RUNS:
+        shape = " x ".join(f"{dotted} ({len(values)})" for dotted, values in axes)
+        raise ConfigError(f"{origin}: the sweep {shape} makes {n_runs} runs, more than the "
+                          f"{MAX_SWEEP_RUNS} one sweep may hold")
     combos = []
     for values in itertools.product(*(v for _, v in axes)):
         config = copy.deepcopy(raw)
@@ -273,14 +318,35 @@ def expand_sweep(raw: dict) -> list[tuple[dict, dict]]:
     return combos
 
 
+def check_tables(raw: Any, origin: str) -> None:
+    """The shape every later step relies on: the config is a table and each section is a table
+    (``network = 5`` and ``[[network]]`` are not)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: a config is a TOML table, got {_kind(raw)}")
+    for section in SCHEMA:
+        if section in raw and not isinstance(raw[section], dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table, got {_kind(raw[section])} "
+                              f"{_short(raw[section])}")
+
+
 def _is_sweep(spec: Key, value: Any) -> bool:
     if not isinstance(value, list):
         return False
-    if spec.type in ("ints", "strs"):
-        return bool(value) and all(isinstance(v, list) for v in value)
-    if spec.type == "int|ints":
+    if spec.type in ("ints", "strs", "int|ints"):  # a list is the value; a list of lists a sweep
         return bool(value) and all(isinstance(v, list) for v in value)
     return True
+
+
+def _check_axis(where: str, spec: Key, values: list) -> None:
+    """A sweep axis lists values of the key, one level deep (no lists of sweeps)."""
+    if not values:
+        raise ConfigError(f"{where}: an empty list is not a sweep")
+    for i, value in enumerate(values):
+        items = value if spec.type in ("ints", "strs", "int|ints") else [value]
+        if any(isinstance(item, list | dict) for item in items):
+            raise ConfigError(f"{where}: sweep value [{i}] is {_short(value)}; a sweep lists "
+                              f"single values of the key ({_TYPE_NAMES[spec.type]}), not "
+                              "nested lists or tables")
 
 
 # ---- validation ------------------------------------------------------------------------------
@@ -288,17 +354,15 @@ def validate(raw: dict, origin: str = "config") -> dict:
     """Check one (non-sweep) config against :data:`SCHEMA` and fill the defaults.
 
     Raises :class:`ConfigError` naming the key and why: unknown key or section, wrong type,
-    impossible value.
+    impossible value, an integer beyond 64 bits, a name that is not one path component, a run
+    that cannot fit in this machine's memory (``footprint.check_fits``).
     """
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: a config is a TOML table")
+    check_tables(raw, origin)
     config = defaults()
     for key, value in raw.items():
         if key in TOP_LEVEL:
             config[key] = _check(key, TOP_LEVEL[key], value, origin)
         elif key in SCHEMA:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{origin}: [{key}] must be a table, got {type(value).__name__}")
             for sub, sub_value in value.items():
                 spec = SCHEMA[key].get(sub)
                 if spec is None:
@@ -312,7 +376,12 @@ def validate(raw: dict, origin: str = "config") -> dict:
                 f"{origin}: unknown key or section {key!r}{_suggest(key, {**SCHEMA, **TOP_LEVEL})}; "
                 f"sections: {', '.join(SCHEMA)}; top-level keys: {', '.join(TOP_LEVEL)}"
             )
+    if not NAME_PATTERN.fullmatch(config["name"]):
+        raise ConfigError(f"{origin}: name {config['name']!r} must be one path component: "
+                          "letters, digits, '.', '_' and '-', starting with a letter or digit, "
+                          "at most 100 characters")
     _check_combinations(config, origin)
+    check_fits(config, origin)
     return config
 
 
@@ -320,36 +389,42 @@ def _check(dotted: str, spec: Key, value: Any, origin: str) -> Any:
     where = f"{origin}: {dotted}"
     expected = _TYPE_NAMES[spec.type]
     if spec.type in ("ints", "int|ints") and isinstance(value, list):
-        if not value and spec.type == "ints":
+        if not value:
             raise ConfigError(f"{where} must be a non-empty {expected}")
         for i, item in enumerate(value):
             if not _is_int(item):
-                raise ConfigError(f"{where}[{i}] must be an integer, got {item!r}")
+                raise ConfigError(f"{where}[{i}] must be an integer, got {_short(item)}")
             _check_range(f"{where}[{i}]", spec, item)
         return list(value)
     if spec.type == "strs":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where} must be a {expected}, got {value!r}")
+            raise ConfigError(f"{where} must be a {expected}, got {_short(value)}")
+        for i, item in enumerate(value):
+            _check_text(f"{where}[{i}]", item)
         return list(value)
     if spec.type == "ints":
-        raise ConfigError(f"{where} must be a {expected}, got {value!r}")
+        raise ConfigError(f"{where} must be a {expected}, got {_short(value)}")
     if spec.type in ("int", "int|ints"):
         if not _is_int(value):
             if isinstance(value, list):
                 raise ConfigError(f"{where} must be one {expected}; a list here is a sweep, which "
                                   "expand_sweep() resolves first")
-            raise ConfigError(f"{where} must be an {expected}, got {value!r}")
+            raise ConfigError(f"{where} must be an {expected}, got {_short(value)}")
     elif spec.type == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a {expected}, got {value!r}")
+            raise ConfigError(f"{where} must be a {expected}, got {_short(value)}")
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond the float range
+            raise ConfigError(f"{where} must be finite, got {_short(value)}") from None
         if not math.isfinite(value):
             raise ConfigError(f"{where} must be finite, got {value!r}")
-        value = float(value)
     elif spec.type == "str":
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a {expected}, got {value!r}")
+            raise ConfigError(f"{where} must be a {expected}, got {_short(value)}")
+        _check_text(where, value)
     elif spec.type == "bool" and not isinstance(value, bool):
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
+        raise ConfigError(f"{where} must be true or false, got {_short(value)}")
     if spec.choices is not None and value not in spec.choices:
         shown = [c for c in spec.choices if c != ""]
         raise ConfigError(f"{where} must be one of {shown}, got {value!r}")
@@ -360,6 +435,9 @@ def _check(dotted: str, spec: Key, value: Any, origin: str) -> Any:
 def _check_range(where: str, spec: Key, value: Any) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return
+    if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
+        raise ConfigError(f"{where} must fit in 64 bits ({INT_MIN} .. {INT_MAX}: run checkpoints "
+                          f"store it as int64), got {_short(value)}")
     if spec.minimum is not None and value < spec.minimum:
         raise ConfigError(f"{where} must be >= {spec.minimum}, got {value!r}")
     if spec.exclusive_minimum is not None and value <= spec.exclusive_minimum:
@@ -405,13 +483,51 @@ def _check_combinations(config: dict, origin: str) -> None:
     if backend["address"] and backend["kind"] != "ray":
         raise ConfigError(f"{origin}: backend.address ({backend['address']!r}) is for the Ray "
                           f"backend, and backend.kind is {backend['kind']!r}")
+    if RULES[net["rule"]].critic and net["lr"] * net["critic_lr_ratio"] == math.inf:
+        raise ConfigError(f"{origin}: the critics' learning rate network.lr x "
+                          f"network.critic_lr_ratio ({net['lr']!r} x {net['critic_lr_ratio']!r}) "
+                          "is not finite")
+    if backend["reward_delay"] >= backend["window"]:
+        raise ConfigError(f"{origin}: backend.reward_delay ({backend['reward_delay']}) needs "
+                          f"backend.window >= {backend['reward_delay'] + 1} batches in flight "
+                          f"(window is {backend['window']})")
+    if data["dataset"] == "correlated" and data["means"] * data["segments"] * data["batch"] < 100:
+        raise ConfigError(f"{origin}: the correlated evaluation sets hold data.means x "
+                          "data.segments x data.batch / 100 points, and "
+                          f"{data['means']} x {data['segments']} x {data['batch']} / 100 is less "
+                          "than one: make the product at least 100")
     if backend["units_per_actor"] and run["pretrain_updates"]:
         raise ConfigError(f"{origin}: backend.units_per_actor cannot be combined with "
                           "run.pretrain_updates (pre-training copies whole layers)")
 
 
+def _check_text(where: str, value: str) -> None:
+    if "\0" in value:
+        raise ConfigError(f"{where} must not contain a NUL character, got {value!r}")
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kind(value: Any) -> str:
+    """What a TOML value is, in TOML's words."""
+    if isinstance(value, list):
+        return "an array of tables" if value and all(isinstance(v, dict) for v in value) \
+            else "an array"
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a 10**400 or a huge list stays readable)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except ValueError:  # holds an integer too long to print
+        return f"{_kind(value)} holding an integer of thousands of digits"
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _suggest(key: str, known: dict) -> str:
@@ -422,8 +538,8 @@ def _suggest(key: str, known: dict) -> str:
 def load(source: str | Path, overrides: list[str] | None = None) -> list[tuple[dict, dict]]:
     """Read, override, expand and validate: ``[(validated config, sweep point), ...]``."""
     raw, origin = read_config(source)
-    raw = apply_overrides(raw, overrides or [])
-    return [(validate(config, origin), point) for config, point in expand_sweep(raw)]
+    raw = apply_overrides(raw, overrides or [], origin)
+    return [(validate(config, origin), point) for config, point in expand_sweep(raw, origin)]
 
 
 def schema_text() -> str:

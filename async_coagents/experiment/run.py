@@ -26,6 +26,7 @@ from async_coagents.core.network import Network, build_network
 from async_coagents.core.trainer import train_step
 from async_coagents.errors import CheckpointError, ConfigError, ProtocolError
 from async_coagents.experiment.config import validate
+from async_coagents.experiment.footprint import memory_backstop
 from async_coagents.experiment.progress import Progress
 from async_coagents.experiment.workload import Workload, build_workload, network_spec
 
@@ -131,10 +132,11 @@ class Run:
         self.config = config
         self.directory = directory
         self.name = config["name"]
-        self.workload: Workload = build_workload(config, data_dir)
-        self.spec = network_spec(config, self.workload)
-        seed = config["run"]["seed"]
-        self.network: Network = build_network(self.spec, seed)
+        with memory_backstop(f"the run {self.name!r}"):
+            self.workload: Workload = build_workload(config, data_dir)
+            self.spec = network_spec(config, self.workload)
+            seed = config["run"]["seed"]
+            self.network: Network = build_network(self.spec, seed)
         self.backend = make_backend(config, self.network, directory.path)
         self.pretrain_updates = config["run"]["pretrain_updates"]
         if self.pretrain_updates >= self.workload.updates:
