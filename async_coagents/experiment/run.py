@@ -18,14 +18,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from async_coagents import __version__
 from async_coagents.backends.local import LocalBackend
 from async_coagents.checkpoint import load_checkpoint, save_checkpoint
 from async_coagents.core.metrics import LAYER_METRICS, evaluate
 from async_coagents.core.network import Network, build_network
 from async_coagents.core.trainer import train_step
-from async_coagents.errors import CheckpointError, ConfigError, ProtocolError
+from async_coagents.errors import CheckpointError, ConfigError, DivergedError, ProtocolError
 from async_coagents.experiment.config import validate
+from async_coagents.experiment.divergence import DivergenceCriterion, reference_loss
 from async_coagents.experiment.progress import Progress
 from async_coagents.experiment.workload import Workload, build_workload, network_spec
 
@@ -149,12 +152,25 @@ class Run:
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> dict:
-        """Train to the end (or to Ctrl-C), evaluating and checkpointing; returns the summary."""
+        """Train to the end (or to Ctrl-C), evaluating and checkpointing; returns the summary.
+
+        A loss that diverges (``experiment/divergence.py``) ends the run with status
+        ``diverged``: the summary is written, no checkpoint, and :class:`DivergedError` raised.
+        numpy's overflow warnings are silenced: a diverging network is reported by its status.
+        """
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._run()
+
+    def _run(self) -> dict:
         w, s = self.workload, self.state
         if s.updates == 0:
             self._evaluate()
+        rows = self.directory.metrics()
+        self._divergence = DivergenceCriterion(
+            self.config["run"]["diverge_factor"],
+            reference_loss(rows[0]) if rows and rows[0].get("step") == 0 else None)
         bar = Progress(self.name, w.updates, s.updates, self.show_progress)
-        status, error = "completed", None
+        status, error, diverged = "completed", None, None
         started = time.perf_counter()
         wall_at_start = s.wall_s
         previous = self._trap_stop_signals()
@@ -176,28 +192,35 @@ class Run:
                 bar.advance()
                 if s.updates % w.eval_every == 0 or s.updates == w.updates:
                     if s.updates == w.updates:
-                        self._account(self.backend.finish())
+                        self._account(self.backend.finish(), s.updates)
                     bar.evaluation(self._evaluate())
                 if self._checkpoint_due():
                     self.save_checkpoint()
-        except ProtocolError as exc:
-            status, error = "diverged", str(exc)
+        except DivergedError as exc:
+            status, error, diverged = "diverged", str(exc), {"update": exc.update,
+                                                             "loss": exc.value}
+        except ProtocolError as exc:  # a message the agents refuse: a critic's feedback not finite
+            update = s.updates + 1
+            status, error = "diverged", f"diverged at update {update}: {exc}"
+            diverged = {"update": update, "loss": None}
         finally:
             _restore_handlers(previous)
             bar.close()
         s.wall_s = wall_at_start + time.perf_counter() - started
         if status != "diverged":
             self.save_checkpoint()
-        summary = self.summary(status, error)
+        summary = self.summary(status, error, diverged)
         self.directory.write_summary(summary)
         if status == "diverged":
-            raise ProtocolError(error)
+            raise DivergedError(f"{self.name}: {error}", update=diverged["update"],
+                                value=diverged["loss"])
         return summary
 
     def _train_one(self, batch) -> None:
         s = self.state
         if self.twin is not None and s.updates < self.pretrain_updates:
             loss = train_step(self.twin, batch.sid, batch.x, batch.y)
+            self._divergence.check(s.updates + 1, batch.sid, loss)
             s.loss_sum += loss
             s.loss_batches += 1
             s.completed += 1
@@ -205,11 +228,14 @@ class Run:
         if self.twin is not None and not s.switched:
             self.backend.load_pretrained(self.twin)
             s.switched = True
-        self._account(self.backend.submit(batch.sid, batch.x, batch.y))
+        self._account(self.backend.submit(batch.sid, batch.x, batch.y), s.updates + 1)
 
-    def _account(self, completed) -> None:
+    def _account(self, completed, update: int) -> None:
+        """Count the batches completed at ``update``; raises :class:`DivergedError` at the first
+        whose loss diverges."""
         s = self.state
         for batch in completed:
+            self._divergence.check(update, batch.sid, batch.loss)
             s.loss_sum += batch.loss
             s.loss_batches += 1
             s.completed += 1
@@ -271,7 +297,9 @@ class Run:
         return row
 
     # ---- summary and checkpoints ------------------------------------------------------------
-    def summary(self, status: str, error: str | None = None) -> dict:
+    def summary(self, status: str, error: str | None = None,
+                diverged: dict | None = None) -> dict:
+        """The run's ``summary.json``; ``diverged`` (update and loss) for a diverged run."""
         s, w = self.state, self.workload
         rows = self.directory.metrics()
         final = rows[-1] if rows else {}
@@ -284,6 +312,7 @@ class Run:
         described = self.backend.describe()
         return {
             "name": self.name, "status": status, "error": error, "version": __version__,
+            **({"diverged": diverged} if diverged is not None else {}),
             "updates": s.updates, "updates_total": w.updates, "samples": s.samples,
             "wall_s": round(s.wall_s, 3), "train_s": round(s.train_s, 3),
             "samples_per_s": s.samples / s.train_s if s.train_s else None,
