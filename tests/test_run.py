@@ -204,7 +204,7 @@ def test_an_interrupted_run_stops_its_sweep_and_says_how_to_continue(tmp_path, c
     monkeypatch.setattr("async_coagents.experiment.run.train", interrupted_train)
     assert main(["train", "--out", str(tmp_path / "sweep"), "--set", "run.seed=[0,1,2]"]) == 130
     out = capsys.readouterr().out
-    assert len(started) == 1 and f"coagents resume {started[0]}" in out
+    assert len(started) == 1 and f"coagents resume {tmp_path / 'sweep'}" in out
     assert "the sweep stopped: 2 of its 3 runs did not start" in out
 
 

@@ -391,8 +391,10 @@ def train(config: dict, out: str | Path, *, progress: bool | None = None,
         run.close()
 
 
-def resume(path: str | Path, *, progress: bool | None = None, address: str | None = None) -> dict:
-    """Continue the run in ``path`` from its last checkpoint, bit-exactly.
+def resume(path: str | Path, *, progress: bool | None = None, address: str | None = None,
+           data_dir: str | None = None) -> dict:
+    """Continue the run in ``path`` from its last checkpoint, bit-exactly; ``data_dir`` is where
+    to look for dataset files first.
 
     ``address`` moves a Ray run to another cluster (e.g. a restarted head); it changes where the
     agents run, never what they compute, and is recorded in the run's ``config.json``.
@@ -413,7 +415,7 @@ def resume(path: str | Path, *, progress: bool | None = None, address: str | Non
         if saved["updates"] == finished.get("updates"):
             log.info("%s: the run is already complete; nothing to resume", directory.path)
             return finished
-    run = Run(config, directory, progress=progress)
+    run = Run(config, directory, progress=progress, data_dir=data_dir)
     try:
         run.load_checkpoint()
         if run.state.updates >= run.workload.updates:  # finished, but its summary was lost
@@ -426,14 +428,16 @@ def resume(path: str | Path, *, progress: bool | None = None, address: str | Non
         run.close()
 
 
-def evaluate_run(path: str | Path, *, splits: tuple[str, ...] = ("valid", "test")) -> dict:
-    """Greedy evaluation of the last checkpoint of the run in ``path`` on ``splits``."""
+def evaluate_run(path: str | Path, *, splits: tuple[str, ...] = ("valid", "test"),
+                 data_dir: str | None = None) -> dict:
+    """Greedy evaluation of the last checkpoint of the run in ``path`` on ``splits``;
+    ``data_dir`` is where to look for dataset files first."""
     directory = RunDirectory(path)
     config = directory.config()
     if not directory.checkpoint.exists():
         raise CheckpointError(f"{directory.path} has no checkpoint to evaluate")
     run = Run({**config, "run": {**config["run"], "eval_train": "train" in splits}}, directory,
-              progress=False)
+              progress=False, data_dir=data_dir)
     try:
         state = load_checkpoint(directory.checkpoint, kind="run")
         run.network.load_state_dict(state["backend"]["network"])
