@@ -139,3 +139,15 @@ def test_a_sweep_directory_holding_another_sweep_or_other_files_is_refused(tmp_p
     (tmp_path / "sweep" / MANIFEST).write_text("{not json")
     with pytest.raises(ConfigError, match="sweep.json cannot be read"):
         Sweep.open(tmp_path / "sweep")
+
+
+def test_resuming_a_finished_sweep_runs_nothing_and_lists_every_member(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["train", "--out", str(out), *SEEDS, *QUICK]) == 0
+    before = {d.name: (d / "checkpoint.ckpt").read_bytes() for d in member_dirs(out)}
+    capsys.readouterr()
+    assert main(["resume", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"sweep {out}: 3 runs, 3 completed")  # no run printed: none ran
+    assert all(str(d) in text for d in member_dirs(out))
+    assert before == {d.name: (d / "checkpoint.ckpt").read_bytes() for d in member_dirs(out)}

@@ -144,21 +144,23 @@ class Sweep:
     def run(self, *, progress: bool | None = None, data_dir: str | None = None,
             address: str | None = None, report: Callable[[Member], None] | None = None) -> Sweep:
         """Run every member that is not finished, in order, recording each status in
-        ``sweep.json``; ``report`` is called after each member. Stops (``stopped``) at Ctrl-C."""
+        ``sweep.json``; ``report`` is called after each member that ran. Stops (``stopped``) at
+        Ctrl-C."""
         for member in self.members:
             if self.stopped:
                 break
-            self.run_member(member, progress=progress, data_dir=data_dir, address=address)
+            ran = self.run_member(member, progress=progress, data_dir=data_dir, address=address)
             self.save()
-            if report is not None:
+            if ran and report is not None:
                 report(member)
             if member.status == INTERRUPTED:
                 self.stopped = True
         return self
 
     def run_member(self, member: Member, *, progress: bool | None = None,
-                   data_dir: str | None = None, address: str | None = None) -> None:
-        """Run (start, resume or keep) one member and set its status, error and summary."""
+                   data_dir: str | None = None, address: str | None = None) -> bool:
+        """Run (start or resume) one member, or keep it if it is finished; set its status, error
+        and summary. Returns whether it ran."""
         from async_coagents.experiment.run import RunDirectory, resume, train
 
         target = self.directory(member)
@@ -168,7 +170,7 @@ class Sweep:
             member.status, member.error, member.summary = summary["status"], summary.get(
                 "error"), summary
             log.info("%s: already %s", target, member.status)
-            return
+            return False
         try:
             if (target / "config.json").exists():
                 member.summary = resume(target, progress=progress, address=address,
@@ -185,6 +187,7 @@ class Sweep:
             member.status, member.error = FAILED, str(exc)
         except KeyboardInterrupt:  # a second Ctrl-C, or one before the run traps signals
             member.status, member.error = INTERRUPTED, "interrupted"
+        return True
 
     # ---- outcome -----------------------------------------------------------------------------
     def counts(self) -> Counter:
