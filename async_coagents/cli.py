@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from async_coagents import __version__
-from async_coagents.errors import CoagentsError
+from async_coagents.errors import CoagentsError, DivergedError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +177,13 @@ def _one_run(path: Path, run) -> int:
     """Train or resume one run; print its summary line, and how to continue an interrupted run."""
     try:
         summary = run()
+    except DivergedError:  # the summary line says where the run is; main prints the error
+        from async_coagents.experiment.run import RunDirectory
+
+        diverged = RunDirectory(path).summary()
+        if diverged is not None:
+            print(_summary_line(path, diverged))
+        raise
     except KeyboardInterrupt:  # a second Ctrl-C stops at once: the last checkpoint stays
         print("coagents: interrupted", file=sys.stderr)
         if (path / "config.json").exists():

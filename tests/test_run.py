@@ -299,6 +299,7 @@ def test_a_diverging_run_ends_diverged_with_its_update_and_loss_and_no_warnings(
     assert not math.isfinite(loss) or loss > 1e6
     assert f"diverged at update {update}" in summary["error"]
     assert f"diverged at update {update}" in captured.err and "Traceback" not in captured.err
+    assert f"diverged after {update - 1} updates" in captured.out and str(tmp_path) in captured.out
     assert "Warning" not in captured.err + captured.out
 
 

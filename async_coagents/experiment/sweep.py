@@ -186,7 +186,7 @@ class Sweep:
         except CoagentsError as exc:
             member.status, member.error = FAILED, str(exc)
         except KeyboardInterrupt:  # a second Ctrl-C, or one before the run traps signals
-            member.status, member.error = INTERRUPTED, "interrupted"
+            member.status, member.error = INTERRUPTED, None
         return True
 
     # ---- outcome -----------------------------------------------------------------------------
