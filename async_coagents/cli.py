@@ -20,7 +20,9 @@ from async_coagents.errors import CoagentsError, DivergedError
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # a pipe closed early fails here, not at exit
+        return code
     except BrokenPipeError:  # `coagents eval DIR | head`: the reader left; end quietly
         # the Python recipe: point stdout at devnull, so the flush at exit fails no more
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -48,10 +48,15 @@ def test_a_second_ctrl_c_says_how_to_continue_the_run(tmp_path, capsys, monkeypa
     assert f"continue it with: coagents resume {out}" in capsys.readouterr().out
 
 
-def test_a_closed_pipe_ends_quietly():
-    """`coagents configs --schema | head -1`: the reader is gone before the output is written."""
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_a_closed_pipe_ends_quietly(unbuffered):
+    """`coagents configs --schema | head -1`: the reader is gone before the output is written
+    (buffered, the write fails at the last flush; unbuffered, in print)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
     proc = subprocess.Popen([sys.executable, "-m", "async_coagents.cli", "configs", "--schema"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     proc.stdout.close()  # nobody reads: writing fails with EPIPE
     err = proc.stderr.read().decode()
     proc.wait(timeout=120)
