@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from async_coagents.checkpoint import load_checkpoint
+from async_coagents.checkpoint import load_checkpoint, save_checkpoint
 from async_coagents.cli import main
 from async_coagents.errors import CheckpointError, ConfigError, DivergedError
 from async_coagents.experiment import config as cfg
@@ -322,3 +322,16 @@ def test_the_divergence_limit_ignores_a_step_0_loss_of_zero_or_nan():
     with pytest.raises(DivergedError, match="is nan, which is not finite") as info:
         DivergenceCriterion(0.0, 2.3).check(3, 2, float("nan"))
     assert info.value.update == 3
+
+
+def test_a_run_written_before_run_diverge_factor_existed_still_resumes(tmp_path):
+    config = quick_config()
+    stopped_run(config, tmp_path / "run", stop_after=50)
+    path = tmp_path / "run" / "checkpoint.ckpt"
+    state = load_checkpoint(path, kind="run")
+    del state["config"]["run"]["diverge_factor"]  # as an older version wrote it
+    save_checkpoint(path, state, kind="run")
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    del written["run"]["diverge_factor"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(written))
+    assert resume(tmp_path / "run", progress=False)["status"] == "completed"

@@ -39,8 +39,12 @@ log = logging.getLogger(__name__)
 
 
 def _experiment(config: dict) -> dict:
-    """The config without where it runs (``backend.address``): what a checkpoint must match."""
-    return {**config, "backend": {k: v for k, v in config.get("backend", {}).items() if k != "address"}}
+    """What a checkpoint must match: the config without where it runs (``backend.address``) and
+    when it counts as diverged (``run.diverge_factor``, which runs written before the key existed
+    lack)."""
+    return {**config,
+            "run": {k: v for k, v in config.get("run", {}).items() if k != "diverge_factor"},
+            "backend": {k: v for k, v in config.get("backend", {}).items() if k != "address"}}
 
 
 def _write_json(path: Path, obj: dict) -> None:
