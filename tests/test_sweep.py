@@ -136,6 +136,11 @@ def test_a_sweep_directory_holding_another_sweep_or_other_files_is_refused(tmp_p
     with pytest.raises(ConfigError, match="is not empty and holds no sweep.json"):
         Sweep.plan(tmp_path / "mine", runs)
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+    (tmp_path / "old" / "quickstart-000-seed0").mkdir(parents=True)  # a sweep without sweep.json
+    (tmp_path / "old" / "quickstart-000-seed0" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"it holds runs, quickstart-000-seed0: .*`coagents "
+                                          r"resume RUN_DIR`"):
+        Sweep.plan(tmp_path / "old", runs)
     (tmp_path / "sweep" / MANIFEST).write_text("{not json")
     with pytest.raises(ConfigError, match="sweep.json cannot be read"):
         Sweep.open(tmp_path / "sweep")

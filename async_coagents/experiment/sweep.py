@@ -91,8 +91,12 @@ class Sweep:
         if path.exists() and not path.is_dir():
             raise ConfigError(f"--out {path} is a file, not a directory for a sweep")
         if path.is_dir() and any(path.iterdir()):
+            runs = sorted(p.name for p in path.iterdir() if (p / "config.json").is_file())
+            hint = (f" (it holds runs, {', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''}: "
+                    "a sweep of an earlier version continues one run at a time with `coagents "
+                    "resume RUN_DIR`)") if runs else ""
             raise ConfigError(f"{path} is not empty and holds no {MANIFEST}: it is not a sweep "
-                              "directory; choose another --out")
+                              f"directory{hint}; choose another --out")
         sweep = cls(path, members)
         try:
             path.mkdir(parents=True, exist_ok=True)
