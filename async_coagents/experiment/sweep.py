@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from async_coagents.errors import CoagentsError, ConfigError, DivergedError
+from async_coagents.experiment import run as run_module
 from async_coagents.experiment.config import validate
 
 MANIFEST = "sweep.json"
@@ -165,10 +166,8 @@ class Sweep:
                    data_dir: str | None = None, address: str | None = None) -> bool:
         """Run (start or resume) one member, or keep it if it is finished; set its status, error
         and summary. Returns whether it ran."""
-        from async_coagents.experiment.run import RunDirectory, resume, train
-
         target = self.directory(member)
-        run_dir = RunDirectory(target)
+        run_dir = run_module.RunDirectory(target)
         summary = run_dir.summary() if (target / "config.json").exists() else None
         if summary is not None and summary.get("status") in FINISHED:
             member.status, member.error, member.summary = summary["status"], summary.get(
@@ -177,11 +176,11 @@ class Sweep:
             return False
         try:
             if (target / "config.json").exists():
-                member.summary = resume(target, progress=progress, address=address,
-                                        data_dir=data_dir)
+                member.summary = run_module.resume(target, progress=progress, address=address,
+                                                   data_dir=data_dir)
             else:
-                member.summary = train(validate(member.config), target, progress=progress,
-                                       data_dir=data_dir)
+                member.summary = run_module.train(validate(member.config), target,
+                                                  progress=progress, data_dir=data_dir)
             member.status, member.error = member.summary["status"], None
         except DivergedError as exc:
             member.summary = run_dir.summary()
