@@ -156,3 +156,18 @@ def test_resuming_a_finished_sweep_runs_nothing_and_lists_every_member(tmp_path,
     assert text.startswith(f"sweep {out}: 3 runs, 3 completed")  # no run printed: none ran
     assert all(str(d) in text for d in member_dirs(out))
     assert before == {d.name: (d / "checkpoint.ckpt").read_bytes() for d in member_dirs(out)}
+
+
+def test_the_closing_summary_gives_the_first_line_of_a_long_error(tmp_path, capsys, monkeypatch):
+    from async_coagents.experiment import run
+
+    def train(config, target, **kwargs):
+        raise DataError("dataset 'fashion-mnist' not found. Looked in:\n  - nowhere")
+
+    monkeypatch.setattr(run, "train", train)
+    out = tmp_path / "sweep"
+    assert main(["train", "--out", str(out), *SEEDS, *QUICK]) == 1
+    text = capsys.readouterr().out
+    summary = text[text.index(f"sweep {out}: 3 runs, 3 failed"):]
+    assert summary.count("not found. Looked in:") == 3 and "nowhere" not in summary
+    assert text.count("nowhere") == 3  # each member's own line has the whole error

@@ -212,8 +212,8 @@ class Sweep:
         for member in self.members:
             point = " ".join(f"{k}={v}" for k, v in member.point.items())
             line = f"  {member.status:<{width}}  {point}  -> {self.directory(member)}"
-            if member.error and member.status != COMPLETED:
-                line += f"\n  {'':<{width}}  {member.error}"
+            if member.error and member.status != COMPLETED:  # its first line: said in full above
+                line += f"\n  {'':<{width}}  {member.error.splitlines()[0]}"
             lines.append(line)
         if self.stopped:
             not_started = counts[PENDING]
