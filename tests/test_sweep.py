@@ -65,6 +65,9 @@ def test_a_member_that_fails_is_recorded_with_its_error_and_the_sweep_goes_on(
     assert "no fashion-mnist here" in text and f"continue with: coagents resume {out}" in text
     members = json.loads((out / MANIFEST).read_text())["members"]
     assert members[1]["error"] == "no fashion-mnist here (looked in nowhere)"
+    monkeypatch.setattr(run, "train", real_train)  # the data is found now: resume starts it
+    assert main(["resume", str(out), "--no-progress"]) == 0
+    assert statuses(out) == ["completed"] * 3
 
 
 def _stop_seed_1_after(monkeypatch, updates):
