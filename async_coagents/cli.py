@@ -9,18 +9,33 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
+import os
 import sys
 import time
 from pathlib import Path
 
 from async_coagents import __version__
-from async_coagents.errors import CoagentsError
+from async_coagents.errors import CoagentsError, DivergedError
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a pipe closed early fails here, not at exit
+        return code
+    except BrokenPipeError:  # `coagents eval DIR | head`: the reader left; end quietly
+        # the Python recipe: point stdout at devnull, so the flush at exit fails no more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the subcommand's parser, so its usage is shown
+        command = parser.subcommands.get(getattr(args, "command", None), parser)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
@@ -59,10 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.set_defaults(handler=_train)
 
-    p = sub.add_parser("resume", help="continue a run from its last checkpoint, bit-exactly")
-    p.add_argument("run_dir", help="the run directory")
+    p = sub.add_parser("resume", help="continue a run from its last checkpoint, bit-exactly, or "
+                                      "the unfinished runs of a sweep")
+    p.add_argument("run_dir", help="the run directory, or a sweep directory (it holds sweep.json)")
     p.add_argument("--address", help="continue a Ray run on the cluster at this address instead of "
                                      "the one in its config (the maths is unchanged)")
+    p.add_argument("--data-dir", help="where to look for dataset files first")
     p.add_argument("--no-progress", action="store_true",
                    help="log lines instead of a progress bar")
     p.set_defaults(handler=_resume)
@@ -70,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate the last checkpoint of a run (greedy)")
     p.add_argument("run_dir", help="the run directory")
     p.add_argument("--train", action="store_true", help="also evaluate on the training split")
+    p.add_argument("--data-dir", help="where to look for dataset files first")
     p.set_defaults(handler=_eval)
 
     p = sub.add_parser("plot", help="learning curves, per-layer entropy and sparsity, and "
@@ -110,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--updates", type=int, default=4000, help="updates per setting")
     p.add_argument("--no-ray", action="store_true", help="only the in-process backend")
     p.set_defaults(handler=_demo)
+    parser.subcommands = sub.choices  # name -> parser, for errors in the subcommand's usage
     return parser
 
 
@@ -128,43 +147,78 @@ def train_overrides(args: argparse.Namespace) -> list[str]:
 
 def _train(args) -> int:
     from async_coagents.experiment import config as cfg
-    from async_coagents.experiment.run import train
 
     runs = cfg.load(args.config, train_overrides(args))
     name = runs[0][0]["name"]
     out = Path(args.out or _new_run_dir(name))
     progress = False if args.no_progress else None
-    results = []
-    for index, (config, point) in enumerate(runs):
-        target = out if len(runs) == 1 else out / _run_name(name, index, point)
-        summary = train(config, target, progress=progress, data_dir=args.data_dir)
-        results.append((target, point, summary))
-        print(_summary_line(target, summary))
-        if summary["status"] == "interrupted":
-            print(f"continue it with: coagents resume {target}")
-            if index + 1 < len(runs):
-                print(f"the sweep stopped: {len(runs) - index - 1} of its {len(runs)} runs did "
-                      "not start")
-            return 130
-    if len(runs) > 1:
-        print(f"{len(runs)} runs in {out}")
-    return 0
+    if len(runs) == 1:
+        from async_coagents.experiment.run import train
+
+        return _one_run(out, lambda: train(runs[0][0], out, progress=progress,
+                                           data_dir=args.data_dir))
+    from async_coagents.experiment.sweep import Sweep
+
+    return _sweep(Sweep.plan(out, runs), progress=progress, data_dir=args.data_dir)
 
 
 def _resume(args) -> int:
     from async_coagents.experiment.run import resume
+    from async_coagents.experiment.sweep import Sweep, is_sweep
 
-    summary = resume(args.run_dir, progress=False if args.no_progress else None,
-                     address=args.address)
-    print(_summary_line(Path(args.run_dir), summary))
-    return 0 if summary["status"] == "completed" else 130
+    progress = False if args.no_progress else None
+    if is_sweep(args.run_dir):
+        return _sweep(Sweep.open(args.run_dir), progress=progress, data_dir=args.data_dir,
+                      address=args.address)
+    return _one_run(Path(args.run_dir), lambda: resume(args.run_dir, progress=progress,
+                                                       address=args.address,
+                                                       data_dir=args.data_dir))
+
+
+def _one_run(path: Path, run) -> int:
+    """Train or resume one run; print its summary line, and how to continue an interrupted run."""
+    try:
+        summary = run()
+    except DivergedError:  # the summary line says where the run is; main prints the error
+        from async_coagents.experiment.run import RunDirectory
+
+        diverged = RunDirectory(path).summary()
+        if diverged is not None:
+            print(_summary_line(path, diverged))
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C stops at once: the last checkpoint stays
+        print("coagents: interrupted", file=sys.stderr)
+        if (path / "config.json").exists():
+            print(f"continue it with: coagents resume {path}")
+        return 130
+    print(_summary_line(path, summary))
+    if summary["status"] == "interrupted":
+        print(f"continue it with: coagents resume {path}")
+        return 130
+    return 0
+
+
+def _sweep(sweep, **options) -> int:
+    """Run a sweep's unfinished members, a line per member, then the closing summary."""
+    def report(member) -> None:
+        target = sweep.directory(member)
+        if member.summary is not None and member.status in ("completed", "interrupted"):
+            print(_summary_line(target, member.summary))
+        else:
+            error = member.error or ""
+            said = error if error.startswith(member.status) else f"{member.status}: {error}"
+            print(f"{target.name}: {said}  -> {target}")
+
+    sweep.run(report=report, **options)
+    print("\n".join(sweep.summary_lines()))
+    return sweep.exit_code()
 
 
 def _eval(args) -> int:
     from async_coagents.experiment.run import evaluate_run
 
     splits = ("train", "valid", "test") if args.train else ("valid", "test")
-    print(json.dumps(evaluate_run(args.run_dir, splits=splits), indent=2))
+    print(json.dumps(evaluate_run(args.run_dir, splits=splits, data_dir=args.data_dir), indent=2))
     return 0
 
 
@@ -236,12 +290,6 @@ def _demo(args) -> int:
 def _new_run_dir(name: str) -> str:
     """The default output directory of a command: ``runs/<name>-<time>``."""
     return f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _run_name(name: str, index: int, point: dict) -> str:
-    parts = [f"{key.split('.')[-1]}{value}" for key, value in point.items()]
-    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "", "-".join(parts))[:80]
-    return f"{name}-{index:03d}-{slug}" if slug else f"{name}-{index:03d}"
 
 
 def _summary_line(path: Path, summary: dict) -> str:

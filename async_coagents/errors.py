@@ -20,3 +20,14 @@ class CheckpointError(CoagentsError, ValueError):
 
 class ProtocolError(CoagentsError, ValueError):
     """A message between agents is malformed (wrong shape, NaN reward, unknown kind)."""
+
+
+class DivergedError(CoagentsError, ArithmeticError):
+    """Training diverged: a loss that is not finite or far above the untrained network's
+    (``async_coagents.experiment.divergence``). ``update`` and ``value`` say where and what."""
+
+    def __init__(self, message: str, *, update: int | None = None,
+                 value: float | None = None) -> None:
+        super().__init__(message)
+        self.update = update
+        self.value = value

@@ -37,7 +37,7 @@ import numpy as np
 
 from async_coagents.core.metrics import LayerActivity, evaluate_with
 from async_coagents.core.objectives import Classification, Regression
-from async_coagents.errors import ConfigError, ProtocolError
+from async_coagents.errors import ConfigError
 
 Reward = tuple[int, np.ndarray, np.ndarray]  # (sid, r, y)
 
@@ -70,11 +70,14 @@ class InFlight:
 
 @dataclass
 class Completed:
-    """A batch whose reward was delivered: its loss is known."""
+    """A batch whose loss is known. Its reward was delivered unless the loss is not finite
+    (``rewarded`` False): whether that, or a finite loss, means divergence is the run's call
+    (``experiment/divergence.py``)."""
 
     sid: int
     loss: float
     size: int
+    rewarded: bool = True
 
 
 class Coordinator:
@@ -144,11 +147,8 @@ class Coordinator:
         prediction = self.transport.fetch(batch.output)
         r = self.objective.reward(prediction, batch.y)
         loss = -float(r.sum()) / r.size
-        if not math.isfinite(loss):
-            raise ProtocolError(
-                f"batch {batch.sid}: the loss is not finite ({loss}); the network has diverged — "
-                "lower the learning rate"
-            )
+        if not math.isfinite(loss):  # not a reward any agent can learn from: none is sent
+            return Completed(batch.sid, loss, batch.size, rewarded=False)
         signal = r
         if self.input_baseline is not None:
             signal = self.input_baseline.advantage(batch.sid, r)

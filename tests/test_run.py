@@ -3,19 +3,22 @@ in flight), clear errors for corrupt checkpoints, evaluation of a finished run, 
 and Ctrl-C on a real process."""
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
 
-from async_coagents.checkpoint import load_checkpoint
+from async_coagents.checkpoint import load_checkpoint, save_checkpoint
 from async_coagents.cli import main
-from async_coagents.errors import CheckpointError, ConfigError
+from async_coagents.errors import CheckpointError, ConfigError, DivergedError
 from async_coagents.experiment import config as cfg
+from async_coagents.experiment.divergence import DivergenceCriterion
 from async_coagents.experiment.run import Run, RunDirectory, evaluate_run, resume, train
 
 
@@ -201,7 +204,7 @@ def test_an_interrupted_run_stops_its_sweep_and_says_how_to_continue(tmp_path, c
     monkeypatch.setattr("async_coagents.experiment.run.train", interrupted_train)
     assert main(["train", "--out", str(tmp_path / "sweep"), "--set", "run.seed=[0,1,2]"]) == 130
     out = capsys.readouterr().out
-    assert len(started) == 1 and f"coagents resume {started[0]}" in out
+    assert len(started) == 1 and f"coagents resume {tmp_path / 'sweep'}" in out
     assert "the sweep stopped: 2 of its 3 runs did not start" in out
 
 
@@ -264,3 +267,71 @@ def test_ctrl_c_or_sigterm_then_resume_gives_the_weights_of_an_uninterrupted_run
     split, _ = final_params(tmp_path / "split")
     for a, b in zip(whole, split, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# ---- divergence (issue 9 item 4) -----------------------------------------------------------
+def _diverging_cli_run(tmp_path, capsys, config, *sets):
+    """``coagents train`` of a diverging config with every warning an error: exit code, summary
+    and what the terminal got."""
+    out = tmp_path / "run"
+    args = ["train", config, "--out", str(out), "--no-progress"]
+    for assignment in sets:
+        args += ["--set", assignment]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy overflow warning fails the test
+        code = main(args)
+    captured = capsys.readouterr()
+    return code, json.loads((out / "summary.json").read_text()), captured
+
+
+@pytest.mark.parametrize("config, sets", [
+    ("quickstart", ("network.lr=1e30", "run.updates=60", "run.eval_every=20")),
+    # losses of 1e6 to 4e15 that used to end `completed` (a Gaussian regression, lr far too big)
+    ("correlated-pg-d0", ("network.lr=100", "run.updates=200", "run.eval_every=50")),
+])
+def test_a_diverging_run_ends_diverged_with_its_update_and_loss_and_no_warnings(
+        tmp_path, capsys, config, sets):
+    code, summary, captured = _diverging_cli_run(tmp_path, capsys, config, *sets)
+    assert code != 0
+    assert summary["status"] == "diverged"
+    update, loss = summary["diverged"]["update"], summary["diverged"]["loss"]
+    assert 1 <= update < int(sets[1].split("=")[1])
+    assert not math.isfinite(loss) or loss > 1e6
+    assert f"diverged at update {update}" in summary["error"]
+    assert f"diverged at update {update}" in captured.err and "Traceback" not in captured.err
+    assert f"diverged after {update - 1} updates" in captured.out and str(tmp_path) in captured.out
+    assert "Warning" not in captured.err + captured.out
+
+
+def test_diverge_factor_zero_keeps_only_the_non_finite_test(tmp_path):
+    ((config, _),) = cfg.load("correlated-pg-d0", ["network.lr=100", "run.updates=200",
+                                                   "run.eval_every=50", "run.diverge_factor=0"])
+    summary = train(config, tmp_path / "run", progress=False)
+    assert summary["status"] == "completed" and summary["final"]["test_mse"] > 1e6
+
+
+def test_the_divergence_limit_ignores_a_step_0_loss_of_zero_or_nan():
+    assert DivergenceCriterion(1000.0, 0.0).limit == 1e6
+    assert DivergenceCriterion(1000.0, float("nan")).limit == 1e6
+    assert DivergenceCriterion(1000.0, None).limit == 1e6
+    assert DivergenceCriterion(1000.0, 5e3).limit == 5e6
+    assert DivergenceCriterion(0.0, 5e3).limit == math.inf
+    DivergenceCriterion(1000.0, 2.3).check(7, 6, 1e6)  # at the limit: not divergence
+    with pytest.raises(DivergedError, match="update 7: the training loss of batch 6 is 1e\\+06"):
+        DivergenceCriterion(1000.0, 2.3).check(7, 6, 1.000001e6)
+    with pytest.raises(DivergedError, match="is nan, which is not finite") as info:
+        DivergenceCriterion(0.0, 2.3).check(3, 2, float("nan"))
+    assert info.value.update == 3
+
+
+def test_a_run_written_before_run_diverge_factor_existed_still_resumes(tmp_path):
+    config = quick_config()
+    stopped_run(config, tmp_path / "run", stop_after=50)
+    path = tmp_path / "run" / "checkpoint.ckpt"
+    state = load_checkpoint(path, kind="run")
+    del state["config"]["run"]["diverge_factor"]  # as an older version wrote it
+    save_checkpoint(path, state, kind="run")
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    del written["run"]["diverge_factor"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(written))
+    assert resume(tmp_path / "run", progress=False)["status"] == "completed"

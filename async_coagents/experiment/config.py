@@ -138,6 +138,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                 minimum=0),
         "pretrain_updates": Key("int", 0, "backprop pre-training updates, then copy and SGD with "
                                 "lr/128 (§5.4)", minimum=0),
+        "diverge_factor": Key("float", 1000.0, "the run stops as diverged at a training loss that "
+                              "is not finite or above max(1e6, this x the step-0 evaluation "
+                              "loss); 0 = only a loss that is not finite", minimum=0),
     },
     "backend": {
         "kind": Key("str", "local", "local (in process, deterministic) or ray (one actor per "

@@ -18,14 +18,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from async_coagents import __version__
 from async_coagents.backends.local import LocalBackend
 from async_coagents.checkpoint import load_checkpoint, save_checkpoint
 from async_coagents.core.metrics import LAYER_METRICS, evaluate
 from async_coagents.core.network import Network, build_network
 from async_coagents.core.trainer import train_step
-from async_coagents.errors import CheckpointError, ConfigError, ProtocolError
+from async_coagents.errors import CheckpointError, ConfigError, DivergedError, ProtocolError
 from async_coagents.experiment.config import validate
+from async_coagents.experiment.divergence import DivergenceCriterion, reference_loss
 from async_coagents.experiment.footprint import memory_backstop
 from async_coagents.experiment.progress import Progress
 from async_coagents.experiment.workload import Workload, build_workload, network_spec
@@ -37,8 +40,12 @@ log = logging.getLogger(__name__)
 
 
 def _experiment(config: dict) -> dict:
-    """The config without where it runs (``backend.address``): what a checkpoint must match."""
-    return {**config, "backend": {k: v for k, v in config.get("backend", {}).items() if k != "address"}}
+    """What a checkpoint must match: the config without where it runs (``backend.address``) and
+    when it counts as diverged (``run.diverge_factor``, which runs written before the key existed
+    lack)."""
+    return {**config,
+            "run": {k: v for k, v in config.get("run", {}).items() if k != "diverge_factor"},
+            "backend": {k: v for k, v in config.get("backend", {}).items() if k != "address"}}
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -151,12 +158,25 @@ class Run:
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> dict:
-        """Train to the end (or to Ctrl-C), evaluating and checkpointing; returns the summary."""
+        """Train to the end (or to Ctrl-C), evaluating and checkpointing; returns the summary.
+
+        A loss that diverges (``experiment/divergence.py``) ends the run with status
+        ``diverged``: the summary is written, no checkpoint, and :class:`DivergedError` raised.
+        numpy's overflow warnings are silenced: a diverging network is reported by its status.
+        """
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._run()
+
+    def _run(self) -> dict:
         w, s = self.workload, self.state
         if s.updates == 0:
             self._evaluate()
+        rows = self.directory.metrics()
+        self._divergence = DivergenceCriterion(
+            self.config["run"]["diverge_factor"],
+            reference_loss(rows[0]) if rows and rows[0].get("step") == 0 else None)
         bar = Progress(self.name, w.updates, s.updates, self.show_progress)
-        status, error = "completed", None
+        status, error, diverged = "completed", None, None
         started = time.perf_counter()
         wall_at_start = s.wall_s
         previous = self._trap_stop_signals()
@@ -178,28 +198,35 @@ class Run:
                 bar.advance()
                 if s.updates % w.eval_every == 0 or s.updates == w.updates:
                     if s.updates == w.updates:
-                        self._account(self.backend.finish())
+                        self._account(self.backend.finish(), s.updates)
                     bar.evaluation(self._evaluate())
                 if self._checkpoint_due():
                     self.save_checkpoint()
-        except ProtocolError as exc:
-            status, error = "diverged", str(exc)
+        except DivergedError as exc:
+            status, error, diverged = "diverged", str(exc), {"update": exc.update,
+                                                             "loss": exc.value}
+        except ProtocolError as exc:  # a message the agents refuse: a critic's feedback not finite
+            update = s.updates + 1
+            status, error = "diverged", f"diverged at update {update}: {exc}"
+            diverged = {"update": update, "loss": None}
         finally:
             _restore_handlers(previous)
             bar.close()
         s.wall_s = wall_at_start + time.perf_counter() - started
         if status != "diverged":
             self.save_checkpoint()
-        summary = self.summary(status, error)
+        summary = self.summary(status, error, diverged)
         self.directory.write_summary(summary)
         if status == "diverged":
-            raise ProtocolError(error)
+            raise DivergedError(f"{self.name}: {error}", update=diverged["update"],
+                                value=diverged["loss"])
         return summary
 
     def _train_one(self, batch) -> None:
         s = self.state
         if self.twin is not None and s.updates < self.pretrain_updates:
             loss = train_step(self.twin, batch.sid, batch.x, batch.y)
+            self._divergence.check(s.updates + 1, batch.sid, loss)
             s.loss_sum += loss
             s.loss_batches += 1
             s.completed += 1
@@ -207,11 +234,14 @@ class Run:
         if self.twin is not None and not s.switched:
             self.backend.load_pretrained(self.twin)
             s.switched = True
-        self._account(self.backend.submit(batch.sid, batch.x, batch.y))
+        self._account(self.backend.submit(batch.sid, batch.x, batch.y), s.updates + 1)
 
-    def _account(self, completed) -> None:
+    def _account(self, completed, update: int) -> None:
+        """Count the batches completed at ``update``; raises :class:`DivergedError` at the first
+        whose loss diverges."""
         s = self.state
         for batch in completed:
+            self._divergence.check(update, batch.sid, batch.loss)
             s.loss_sum += batch.loss
             s.loss_batches += 1
             s.completed += 1
@@ -273,7 +303,9 @@ class Run:
         return row
 
     # ---- summary and checkpoints ------------------------------------------------------------
-    def summary(self, status: str, error: str | None = None) -> dict:
+    def summary(self, status: str, error: str | None = None,
+                diverged: dict | None = None) -> dict:
+        """The run's ``summary.json``; ``diverged`` (update and loss) for a diverged run."""
         s, w = self.state, self.workload
         rows = self.directory.metrics()
         final = rows[-1] if rows else {}
@@ -286,6 +318,7 @@ class Run:
         described = self.backend.describe()
         return {
             "name": self.name, "status": status, "error": error, "version": __version__,
+            **({"diverged": diverged} if diverged is not None else {}),
             "updates": s.updates, "updates_total": w.updates, "samples": s.samples,
             "wall_s": round(s.wall_s, 3), "train_s": round(s.train_s, 3),
             "samples_per_s": s.samples / s.train_s if s.train_s else None,
@@ -364,8 +397,10 @@ def train(config: dict, out: str | Path, *, progress: bool | None = None,
         run.close()
 
 
-def resume(path: str | Path, *, progress: bool | None = None, address: str | None = None) -> dict:
-    """Continue the run in ``path`` from its last checkpoint, bit-exactly.
+def resume(path: str | Path, *, progress: bool | None = None, address: str | None = None,
+           data_dir: str | None = None) -> dict:
+    """Continue the run in ``path`` from its last checkpoint, bit-exactly; ``data_dir`` is where
+    to look for dataset files first.
 
     ``address`` moves a Ray run to another cluster (e.g. a restarted head); it changes where the
     agents run, never what they compute, and is recorded in the run's ``config.json``.
@@ -386,7 +421,7 @@ def resume(path: str | Path, *, progress: bool | None = None, address: str | Non
         if saved["updates"] == finished.get("updates"):
             log.info("%s: the run is already complete; nothing to resume", directory.path)
             return finished
-    run = Run(config, directory, progress=progress)
+    run = Run(config, directory, progress=progress, data_dir=data_dir)
     try:
         run.load_checkpoint()
         if run.state.updates >= run.workload.updates:  # finished, but its summary was lost
@@ -399,14 +434,16 @@ def resume(path: str | Path, *, progress: bool | None = None, address: str | Non
         run.close()
 
 
-def evaluate_run(path: str | Path, *, splits: tuple[str, ...] = ("valid", "test")) -> dict:
-    """Greedy evaluation of the last checkpoint of the run in ``path`` on ``splits``."""
+def evaluate_run(path: str | Path, *, splits: tuple[str, ...] = ("valid", "test"),
+                 data_dir: str | None = None) -> dict:
+    """Greedy evaluation of the last checkpoint of the run in ``path`` on ``splits``;
+    ``data_dir`` is where to look for dataset files first."""
     directory = RunDirectory(path)
     config = directory.config()
     if not directory.checkpoint.exists():
         raise CheckpointError(f"{directory.path} has no checkpoint to evaluate")
     run = Run({**config, "run": {**config["run"], "eval_train": "train" in splits}}, directory,
-              progress=False)
+              progress=False, data_dir=data_dir)
     try:
         state = load_checkpoint(directory.checkpoint, kind="run")
         run.network.load_state_dict(state["backend"]["network"])
