@@ -251,3 +251,31 @@ def test_checkpoints_with_missing_or_mistyped_entries_are_clear_errors_in_resume
         resume(tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError, match=named):
         evaluate_run(tmp_path / "run")
+
+
+@pytest.mark.parametrize("path, value, named, in_eval", [
+    (("backend", "network", "layers", 0, "pending", 0, 1, "x"), np.zeros((32, 5), np.float32),
+     r"layer0: batch \d+ in flight: input must be a float32 array of shape \(B, 6\)", True),
+    (("backend", "network", "layers", 1, "pending", 0, 1, "cache", 0), np.zeros(3, np.float32),
+     r"layer1: batch \d+ in flight: cache\[0\] must be a float32 array of shape \(32, 8\)", True),
+    (("backend", "network", "layers", 0, "pending", 0, 1, "action"), np.full((32, 8), 7),
+     r"layer0: batch \d+ in flight: actions must lie in \[0, 2\), got 7..7", True),
+    (("backend", "network", "layers", 0, "rng", "state", "state"), -1,
+     "invalid layer0 sampling stream state", True),
+    (("backend", "network", "layers", 2, "optimizer", "v"), np.zeros(14, np.float64),
+     "optimizer 'v' is a float64 array", True),
+    (("backend", "coordinator", "inflight", 0, "y"), np.full(32, 9),
+     r"coordinator: batch \d+ in flight: labels must lie in \[0, 2\)", False),
+])
+def test_checkpoints_whose_batches_in_flight_do_not_fit_the_network_are_clear_errors(
+        tmp_path, path, value, named, in_eval):
+    """Entries of the right type whose arrays do not fit the network (shape, dtype, values) are
+    refused by the objects that restore them, before any is used."""
+    config = quick_config(**{"backend.window": 4, "backend.reward_delay": 3})
+    stopped_run(config, tmp_path / "run", stop_after=57)
+    rewrite_checkpoint(tmp_path / "run", _set(path, value))
+    with pytest.raises(CheckpointError, match=f"checkpoint.ckpt: .*{named}"):
+        resume(tmp_path / "run", progress=False)
+    if in_eval:
+        with pytest.raises(CheckpointError, match=named):
+            evaluate_run(tmp_path / "run")

@@ -46,10 +46,22 @@ def count(value: object, where: str) -> None:
         raise _Invalid(where, f"must be a non-negative integer, got {_short(value)}")
 
 
+def integer(value: object, where: str) -> None:
+    """Any integer of at most 64 bits (a fingerprint)."""
+    if type(value) is not int:
+        raise _Invalid(where, f"must be an integer, got {_short(value)}")
+
+
 def number(value: object, where: str) -> None:
     """A finite float (an int is accepted)."""
     if type(value) not in (int, float) or not math.isfinite(value):
         raise _Invalid(where, f"must be a finite number, got {_short(value)}")
+
+
+def positive(value: object, where: str) -> None:
+    """A finite number > 0 (a learning rate)."""
+    if type(value) not in (int, float) or not (math.isfinite(value) and value > 0):
+        raise _Invalid(where, f"must be a finite number > 0, got {_short(value)}")
 
 
 def flag(value: object, where: str) -> None:
@@ -138,10 +150,10 @@ def tagged(tag: str, variants: dict[str, dict[str, Check]]) -> Check:
     def check_tagged(value: object, where: str) -> None:
         if type(value) is not dict:
             raise _Invalid(where, f"must be a table, got {_short(value)}")
-        name = value.get(tag)
-        if name not in checks:
-            if tag not in value:
-                raise _Invalid(f"{where}.{tag}", "is missing")
+        if tag not in value:
+            raise _Invalid(f"{where}.{tag}", "is missing")
+        name = value[tag]
+        if type(name) is not str or name not in checks:
             raise _Invalid(f"{where}.{tag}", f"must be one of {sorted(checks)}, got {_short(name)}")
         checks[name](value, where)
     return check_tagged
@@ -166,9 +178,9 @@ def dataclass_table(cls: type, **extra: Check) -> Check:
 _FLOATS = array("f")
 _VECTOR = array("f", ndim=1)
 _OPTIMIZER = tagged("name", {
-    "sgd": {"lr": number, "steps": count},
-    "rmsprop": {"lr": number, "steps": count, "v": _VECTOR},
-    "adam": {"lr": number, "steps": count, "m": _VECTOR, "v": _VECTOR},
+    "sgd": {"lr": positive, "steps": count},
+    "rmsprop": {"lr": positive, "steps": count, "v": _VECTOR},
+    "adam": {"lr": positive, "steps": count, "m": _VECTOR, "v": _VECTOR},
 })
 _STATE_BASELINE = {"params": _VECTOR, "optimizer": _OPTIMIZER}
 _BASELINE = tagged("name", {
@@ -204,6 +216,7 @@ _NETWORK = table({
     "input_baseline": optional(tagged("kind", {"input-baseline": {
         "baseline": tagged("name", {"state": _STATE_BASELINE})}})),
 })
+_STREAM_POSITION = table({"stream": text, "next_sid": count, "fingerprint": integer})
 _COORDINATOR = table({
     "forwards": count,
     "inflight": list_of(table({"sid": count, "index": count, "output": array("f", ndim=2),
@@ -215,7 +228,7 @@ def check_run_state(state: object, source: str, progress: type) -> None:
     """Check the decoded run checkpoint ``state`` read from ``source``; ``progress`` is the
     dataclass of the run's counters. Raises CheckpointError naming the first bad entry."""
     check = table({"config": table_of_anything, "progress": dataclass_table(progress),
-                   "stream": table_of_anything,
+                   "stream": _STREAM_POSITION,
                    "backend": table({"network": _NETWORK, "coordinator": _COORDINATOR}),
                    "pretrain": optional(_NETWORK)})
     try:
