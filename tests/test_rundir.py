@@ -3,6 +3,7 @@ temporary files, the lock held while a run trains or resumes, eval and resume re
 checkpoint through one check (its config, its structure), eval without a backend, resume of a run
 without checkpoint and after a partial metrics line."""
 
+import errno
 import json
 import os
 import subprocess
@@ -78,6 +79,16 @@ def test_a_run_that_cannot_start_leaves_nothing_behind(tmp_path):
     with pytest.raises(ConfigError, match="pretrain_updates"):  # refused while the run is built
         train(quick_config(**{"run.pretrain_updates": 500}), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_when_the_run_starts_is_a_clear_error_leaving_nothing(tmp_path, monkeypatch):
+    def full_disk(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("async_coagents.experiment.rundir.write_text", full_disk)
+    with pytest.raises(ConfigError, match="cannot write in the run directory .*No space left"):
+        train(quick_config(), tmp_path / "run", progress=False)
+    assert os.listdir(tmp_path) == []
 
 
 # ---- item 2: unique directories and temporary files, the lock ----------------------------------

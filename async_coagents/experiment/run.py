@@ -306,6 +306,11 @@ def train(config: dict, out: str | Path, *, progress: bool | None = None,
             raise
         try:
             directory.start(config)
+        except BaseException:
+            run.close()
+            directory.discard(created)
+            raise
+        try:
             return run.run()
         finally:
             run.close()
