@@ -15,6 +15,7 @@ import pytest
 from async_coagents import cli
 from async_coagents.checkpoint import load_checkpoint, save_checkpoint
 from async_coagents.errors import CheckpointError, ConfigError
+from async_coagents.experiment import config as cfg
 from async_coagents.experiment import run as run_module
 from async_coagents.experiment.run import RunDirectory, evaluate_run, resume, train
 from tests.test_run import final_params, quick_config, rows_without_timing, stopped_run
@@ -290,3 +291,25 @@ def test_checkpoints_whose_batches_in_flight_do_not_fit_the_network_are_clear_er
     if in_eval:
         with pytest.raises(CheckpointError, match=named):
             evaluate_run(tmp_path / "run")
+
+
+@pytest.mark.parametrize("stop_after", [30, 80])  # during the backprop pre-training, after it
+def test_eval_and_resume_of_a_run_with_pretraining(tmp_path, stop_after):
+    ((config, _),) = cfg.load("correlated-pg-d95", [
+        "run.updates=120", "run.eval_every=40", "run.pretrain_updates=50", "data.means=4",
+        "data.segments=40", "network.hidden=[6]"])
+    train(config, tmp_path / "whole", progress=False)
+    stopped_run(config, tmp_path / "split", stop_after=stop_after)
+    assert evaluate_run(tmp_path / "split")["step"] == stop_after
+    rewrite_checkpoint(tmp_path / "split", _set(("pretrain",), None))
+    with pytest.raises(CheckpointError, match="entry pretrain is missing, but the run pre-trains"):
+        if stop_after < 50:  # eval needs the pre-training twin only before the switch
+            evaluate_run(tmp_path / "split")
+        else:
+            resume(tmp_path / "split", progress=False)
+    stopped_run(config, tmp_path / "again", stop_after=stop_after)
+    assert resume(tmp_path / "again", progress=False)["status"] == "completed"
+    assert evaluate_run(tmp_path / "again") == evaluate_run(tmp_path / "whole")
+    for a, b in zip(final_params(tmp_path / "whole")[0], final_params(tmp_path / "again")[0],
+                    strict=True):
+        np.testing.assert_array_equal(a, b)

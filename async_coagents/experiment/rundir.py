@@ -215,9 +215,6 @@ class RunDirectory:
             raise ConfigError(f"{path} is not valid JSON: {exc}") from None
         return validate(raw, str(path))
 
-    def write_config(self, config: dict) -> None:
-        write_json(self.path / CONFIG, config)
-
     def append_metrics(self, row: dict) -> None:
         with open(self.path / METRICS, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
