@@ -288,8 +288,11 @@ def _demo(args) -> int:
 
 # ---- helpers -------------------------------------------------------------------------------------
 def _new_run_dir(name: str) -> str:
-    """The default output directory of a command: ``runs/<name>-<time>``."""
-    return f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """The default output directory of a command, ``runs/<name>-<time>``, created here, so that
+    two commands started in the same second get two directories (the second ``...-2``)."""
+    from async_coagents.experiment.rundir import new_directory
+
+    return str(new_directory("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"))
 
 
 def _summary_line(path: Path, summary: dict) -> str:

@@ -37,7 +37,7 @@ import numpy as np
 
 from async_coagents.core.metrics import LayerActivity, evaluate_with
 from async_coagents.core.objectives import Classification, Regression
-from async_coagents.errors import ConfigError
+from async_coagents.errors import CheckpointError, ConfigError, ProtocolError
 
 Reward = tuple[int, np.ndarray, np.ndarray]  # (sid, r, y)
 
@@ -179,6 +179,17 @@ class Coordinator:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        width = self.objective.n_classes or 1
+        for b in state["inflight"]:
+            output = np.asarray(b["output"])
+            if output.shape != (b["size"], width) or output.dtype.kind != "f":
+                raise CheckpointError(f"coordinator: the prediction of batch {b['sid']} in flight "
+                                      f"must be ({b['size']}, {width}) floats, got "
+                                      f"{output.dtype} {output.shape}")
+            try:
+                self.objective.check_target(b["y"], b["size"])
+            except ProtocolError as exc:
+                raise CheckpointError(f"coordinator: batch {b['sid']} in flight: {exc}") from None
         self.forwards = int(state["forwards"])
         self.inflight = deque(
             InFlight(int(b["sid"]), int(b["index"]), np.asarray(b["output"]), np.asarray(b["y"]),

@@ -58,7 +58,8 @@ def rows_without_timing(path):
 def test_a_run_writes_config_metrics_summary_and_checkpoint(tmp_path):
     summary = train(quick_config(), tmp_path / "run", progress=False)
     files = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert files == ["checkpoint.ckpt", "config.json", "metrics.jsonl", "summary.json"]
+    assert files == [".lock", "checkpoint.ckpt", "config.json", "metrics.jsonl", "summary.json"]
+    assert (tmp_path / "run" / ".lock").read_text() == ""  # no process holds it any more
     rows = RunDirectory(tmp_path / "run").metrics()
     assert [row["step"] for row in rows] == [0, 40, 80, 120]
     last = rows[-1]
@@ -127,7 +128,7 @@ def test_corrupt_or_missing_checkpoints_are_clear_errors(tmp_path):
         resume(tmp_path / "run", progress=False)
     path.unlink()
     with pytest.raises(CheckpointError, match="has no checkpoint"):
-        resume(tmp_path / "run", progress=False)
+        evaluate_run(tmp_path / "run")  # resume starts such a run afresh (see test_rundir.py)
     with pytest.raises(ConfigError, match="is not a run directory"):
         resume(tmp_path / "nothing", progress=False)
 

@@ -288,8 +288,11 @@ class _Layer:
         if (state["accumulated"] is None) != (self._accumulated is None):
             raise CheckpointError(f"{self.name}: checkpoint was saved with another update_every")
         if self._accumulated is not None:
+            _check_like(state["accumulated"], self._accumulated, f"{self.name}: accumulated")
             self._accumulated[...] = state["accumulated"]
         self._accumulated_batches = int(state["accumulated_batches"])
+        for sid, entry in state["pending"]:
+            self._check_pending(sid, entry)
         self._pending = OrderedDict((int(sid), _Pending.from_dict(entry))
                                     for sid, entry in state["pending"])
         records = state["records"]
@@ -303,6 +306,34 @@ class _Layer:
 
     def _load_extra_state(self, state: dict) -> None:
         return None
+
+    def _check_pending(self, sid: int, entry: dict) -> None:
+        """Refuse a saved batch in flight whose arrays do not fit this layer, before it is used:
+        each must have the shape and dtype this layer's own forward of the saved input gives."""
+        where = f"{self.name}: batch {sid} in flight"
+        x = entry["x"]
+        if (not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.n_in
+                or not len(x) or x.dtype != self.dtype):
+            raise CheckpointError(f"{where}: input must be a {self.dtype} array of shape "
+                                  f"(B, {self.n_in}), got {_layout(x)}")
+        for name, expected in self._pending_layout(x).items():
+            saved = entry[name]
+            if isinstance(expected, list):
+                if not isinstance(saved, list) or len(saved) != len(expected):
+                    raise CheckpointError(f"{where}: {name} must be a list of {len(expected)}, "
+                                          f"got {_layout(saved)}")
+                for i, (a, b) in enumerate(zip(saved, expected, strict=True)):
+                    _check_like(a, b, f"{where}: {name}[{i}]")
+            else:
+                _check_like(saved, expected, f"{where}: {name}")
+        for name in ("reward", "feedback"):
+            if entry[name] is not None:
+                _check_like(entry[name], x[:, 0], f"{where}: {name}")
+
+    def _pending_layout(self, x: np.ndarray) -> dict:
+        """What a forward of ``x`` remembers (greedy: only shapes and dtypes are compared)."""
+        out, cache = self.net.forward(x)
+        return {"out": out, "cache": cache, "dist": None, "action": None, "mask": None}
 
 
 class CoagentLayer(_Layer):
@@ -484,14 +515,34 @@ class CoagentLayer(_Layer):
             "subset_mask": None if self._mask is None else self._mask.copy(),
         }
 
+    def _pending_layout(self, x: np.ndarray) -> dict:
+        z, cache = self.policy.forward(x)
+        dist = self.unit.policy(z)
+        action = self.unit.greedy(dist)
+        return {"out": self.unit.transition(action, self.dtype), "cache": cache, "dist": dist,
+                "action": action}
+
+    def _check_pending(self, sid: int, entry: dict) -> None:
+        super()._check_pending(sid, entry)
+        action = entry["action"]
+        if isinstance(self.unit, Categorical) and (action.min() < 0 or
+                                                   action.max() >= self.unit.n_actions):
+            raise CheckpointError(f"{self.name}: batch {sid} in flight: actions must lie in "
+                                  f"[0, {self.unit.n_actions}), got {action.min()}..{action.max()}")
+        if entry["mask"] is not None:
+            _check_like(entry["mask"], np.zeros(self.n_units, dtype=bool),
+                        f"{self.name}: batch {sid} in flight: mask")
+
     def _load_extra_state(self, state: dict) -> None:
-        set_rng_state(self.rng, state["rng"])
+        set_rng_state(self.rng, state["rng"], f"{self.name} sampling stream")
         self.baseline.load_state_dict(state["baseline"])
         if (state["critic"] is None) != (self.critic is None):
             raise CheckpointError(f"{self.name}: checkpoint and network disagree on the critic")
         if self.critic is not None:
             self.critic.load_state_dict(state["critic"])
         mask = state["subset_mask"]
+        if mask is not None:
+            _check_like(mask, np.zeros(self.n_units, dtype=bool), f"{self.name}: subset_mask")
         self._mask = None if mask is None else np.asarray(mask, dtype=bool).copy()
 
 
@@ -552,5 +603,23 @@ class Readout(_Layer):
 
     def _load_extra_state(self, state: dict) -> None:
         if self.rng is not None:
-            set_rng_state(self.rng, state["rng"])
+            set_rng_state(self.rng, state["rng"], f"{self.name} sampling stream")
 
+
+
+def _layout(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
+    return "None" if value is None else type(value).__name__
+
+
+def _check_like(saved: object, expected: np.ndarray | None, where: str) -> None:
+    """A saved array must have the shape and dtype of ``expected`` (``None``: must be None)."""
+    if expected is None:
+        if saved is not None:
+            raise CheckpointError(f"{where} must be None, got {_layout(saved)}")
+        return
+    if (not isinstance(saved, np.ndarray) or saved.shape != expected.shape
+            or saved.dtype != expected.dtype):
+        raise CheckpointError(f"{where} must be a {expected.dtype} array of shape "
+                              f"{expected.shape}, got {_layout(saved)}")

@@ -181,6 +181,9 @@ class MLP:
                 f"{what} has {params.size} parameters in the checkpoint, the network has "
                 f"{self.params.size} ({self.sizes})"
             )
+        if params.dtype != self.params.dtype:
+            raise CheckpointError(f"{what} has {params.dtype} parameters in the checkpoint, the "
+                                  f"network uses {self.params.dtype}")
         self.params[...] = params
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:

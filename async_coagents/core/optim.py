@@ -59,9 +59,10 @@ class Optimizer:
         self.steps = int(state["steps"])
         for key, array in self._arrays().items():
             saved = np.asarray(state[key])
-            if saved.shape != array.shape:
+            if saved.shape != array.shape or saved.dtype != array.dtype:
                 raise CheckpointError(
-                    f"optimizer {key!r} has shape {saved.shape}, expected {array.shape}"
+                    f"optimizer {key!r} is a {saved.dtype} array of shape {saved.shape}, "
+                    f"expected {array.dtype} {array.shape}"
                 )
             array[...] = saved
 

@@ -33,12 +33,12 @@ def rng_state(rng: np.random.Generator) -> dict:
     return _stringify(rng.bit_generator.state)
 
 
-def set_rng_state(rng: np.random.Generator, state: dict) -> None:
-    """Restore a state saved by :func:`rng_state`."""
+def set_rng_state(rng: np.random.Generator, state: dict, what: str = "random generator") -> None:
+    """Restore a state saved by :func:`rng_state` (``what`` names the stream in errors)."""
     try:
         rng.bit_generator.state = _integerify(state)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"invalid random generator state: {exc}") from None
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise CheckpointError(f"invalid {what} state: {exc}") from None
 
 
 def _stringify(value):

@@ -1,18 +1,17 @@
-"""One training run and its directory: the loop that feeds the stream to a backend, evaluates,
-checkpoints and accounts for every batch; resuming it bit-exactly; evaluating a finished run.
+"""One training run: the loop that feeds the stream to a backend, evaluates, checkpoints and
+accounts for every batch; resuming it bit-exactly; evaluating a finished run in process.
 
-A run directory holds ``config.json`` (the resolved config), ``metrics.jsonl`` (one JSON object per
-evaluation), ``summary.json`` (final metrics, throughput, the accounting of every batch, status)
-and ``checkpoint.ckpt`` (msgpack: every weight, optimizer and baseline state, every RNG state,
-the batches in flight and the stream position). Ctrl-C stops at the next batch boundary, writes
-the checkpoint and the summary, and ``coagents resume DIR`` continues exactly where it stopped.
+A run writes into a :class:`~async_coagents.experiment.rundir.RunDirectory`: ``config.json`` (the
+resolved config), ``metrics.jsonl`` (one JSON object per evaluation), ``summary.json`` (final
+metrics, throughput, the accounting of every batch, status) and ``checkpoint.ckpt`` (msgpack:
+every weight, optimizer and baseline state, every RNG state, the batches in flight and the stream
+position). Ctrl-C stops at the next batch boundary, writes the checkpoint and the summary, and
+``coagents resume DIR`` continues exactly where it stopped.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -22,97 +21,21 @@ import numpy as np
 
 from async_coagents import __version__
 from async_coagents.backends.local import LocalBackend
-from async_coagents.checkpoint import load_checkpoint, save_checkpoint
+from async_coagents.checkpoint import save_checkpoint
 from async_coagents.core.metrics import LAYER_METRICS, evaluate
 from async_coagents.core.network import Network, build_network
 from async_coagents.core.trainer import train_step
 from async_coagents.errors import CheckpointError, ConfigError, DivergedError, ProtocolError
-from async_coagents.experiment.config import validate
 from async_coagents.experiment.divergence import DivergenceCriterion, reference_loss
 from async_coagents.experiment.footprint import memory_backstop
 from async_coagents.experiment.progress import Progress
+from async_coagents.experiment.rundir import CONFIG, RunDirectory
+from async_coagents.experiment.rundir import write_json as _write_json
 from async_coagents.experiment.workload import Workload, build_workload, network_spec
 
-CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.json", "metrics.jsonl", "summary.json", "checkpoint.ckpt"
 #: Signals that stop a run at the next batch boundary with its checkpoint written.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 log = logging.getLogger(__name__)
-
-
-def _experiment(config: dict) -> dict:
-    """What a checkpoint must match: the config without where it runs (``backend.address``) and
-    when it counts as diverged (``run.diverge_factor``, which runs written before the key existed
-    lack)."""
-    return {**config,
-            "run": {k: v for k, v in config.get("run", {}).items() if k != "diverge_factor"},
-            "backend": {k: v for k, v in config.get("backend", {}).items() if k != "address"}}
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class RunDirectory:
-    """The files of one run."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    @classmethod
-    def create(cls, path: str | Path, config: dict) -> RunDirectory:
-        run = cls(path)
-        if (run.path / CONFIG).exists():
-            raise ConfigError(f"{run.path} already holds a run; use `coagents resume {run.path}` "
-                              "or choose another --out")
-        run.path.mkdir(parents=True, exist_ok=True)
-        _write_json(run.path / CONFIG, config)
-        (run.path / METRICS).write_text("", encoding="utf-8")
-        return run
-
-    def config(self) -> dict:
-        path = self.path / CONFIG
-        if not path.is_file():
-            raise ConfigError(f"{self.path} is not a run directory (no {CONFIG})")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path} is not valid JSON: {exc}") from None
-        return validate(raw, str(path))
-
-    def append_metrics(self, row: dict) -> None:
-        with open(self.path / METRICS, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-
-    def metrics(self) -> list[dict]:
-        path = self.path / METRICS
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-    def keep_metrics_until(self, step: int) -> None:
-        """Drop the evaluations after ``step`` (a resumed run produces them again)."""
-        rows = [row for row in self.metrics() if row["step"] <= step]
-        tmp = self.path / f".{METRICS}.tmp"
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-        os.replace(tmp, self.path / METRICS)
-
-    def write_summary(self, summary: dict) -> None:
-        _write_json(self.path / SUMMARY, summary)
-
-    def summary(self) -> dict | None:
-        """The run's summary, or None while it has none (or an unreadable one: resume rewrites
-        it)."""
-        try:
-            return json.loads((self.path / SUMMARY).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return None
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / CHECKPOINT
 
 
 @dataclass
@@ -155,6 +78,8 @@ class Run:
         self.show_progress = progress
         self.checkpoint_every = config["run"]["checkpoint_every"]
         self._stop_requested = False
+        # its reference, the step-0 evaluation loss, is known once the run starts (run())
+        self._divergence = DivergenceCriterion(config["run"]["diverge_factor"])
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> dict:
@@ -342,18 +267,15 @@ class Run:
         save_checkpoint(self.directory.checkpoint, state, kind="run")
 
     def load_checkpoint(self) -> None:
-        state = load_checkpoint(self.directory.checkpoint, kind="run")
-        try:
-            if _experiment(state["config"]) != _experiment(self.config):
-                raise CheckpointError(f"{self.directory.checkpoint} was written by another config")
-            self.state = Counters(**state["progress"])
+        """Restore the run from its checkpoint (checked as :func:`read_run_checkpoint` does)."""
+        directory = self.directory
+        state = read_run_checkpoint(directory, self.config, self.workload)
+        self.state = Counters(**state["progress"])
+        with directory.restoring():
             self.workload.stream.restore(state["stream"])
             self.backend.load_state_dict(state["backend"])
             if self.twin is not None:
-                self.twin.load_state_dict(state["pretrain"])
-        except (KeyError, TypeError) as exc:
-            raise CheckpointError(f"{self.directory.checkpoint}: missing or malformed entry "
-                                  f"{exc}") from None
+                self.twin.load_state_dict(_pretrain_state(state, directory))
 
     def close(self) -> None:
         self.backend.close()
@@ -380,35 +302,72 @@ def make_backend(config: dict, network: Network, run_dir: Path):
                       agent_dir=backend["checkpoint_dir"] or str(Path(run_dir) / "agents"))
 
 
+def read_run_checkpoint(directory: RunDirectory, config: dict,
+                        workload: Workload | None = None) -> dict:
+    """The checkpoint of the run in ``directory``, checked against the run's ``config`` (and the
+    length of its ``workload``): the one check that ``resume`` and ``eval`` share."""
+    return directory.read_checkpoint(config, progress=Counters,
+                                     updates_total=None if workload is None else workload.updates)
+
+
+def _pretrain_state(state: dict, directory: RunDirectory) -> dict:
+    if state["pretrain"] is None:
+        raise CheckpointError(f"{directory.checkpoint}: entry pretrain is missing, but the run "
+                              "pre-trains (run.pretrain_updates)")
+    return state["pretrain"]
+
+
 def train(config: dict, out: str | Path, *, progress: bool | None = None,
           data_dir: str | None = None) -> dict:
-    """Run a validated ``config`` into a new run directory ``out``; returns the summary."""
+    """Run a validated ``config`` into a new run directory ``out``; returns the summary.
+
+    ``out`` must be missing or an empty directory: a file, a run (resume it) or any other
+    non-empty directory is refused before anything is written. The run directory is locked while
+    the run trains.
+    """
     if data_dir:
         config = {**config, "data": {**config["data"], "data_dir": str(data_dir)}}
     directory = RunDirectory(out)
-    if (directory.path / CONFIG).exists():
-        raise ConfigError(f"{directory.path} already holds a run; use `coagents resume "
-                          f"{directory.path}` or choose another --out")
-    run = Run(config, directory, progress=progress)  # builds (and checks the data) first
-    RunDirectory.create(out, config)
-    try:
-        return run.run()
-    finally:
-        run.close()
+    directory.check_target()
+    created = directory.make()
+    with directory.lock():
+        try:
+            directory.check_target()  # again under the lock: another process may have begun here
+            run = Run(config, directory, progress=progress)  # builds (and checks the data) first
+        except BaseException:
+            directory.discard(created)
+            raise
+        try:
+            directory.start(config)
+        except BaseException:
+            run.close()
+            directory.discard(created)
+            raise
+        try:
+            return run.run()
+        finally:
+            run.close()
 
 
 def resume(path: str | Path, *, progress: bool | None = None, address: str | None = None,
            data_dir: str | None = None) -> dict:
-    """Continue the run in ``path`` from its last checkpoint, bit-exactly; ``data_dir`` is where
-    to look for dataset files first.
+    """Continue the run in ``path`` from its last checkpoint, bit-exactly (from the beginning
+    when it has none); ``data_dir`` is where to look for dataset files first. The run directory
+    is locked while it runs.
 
     ``address`` moves a Ray run to another cluster (e.g. a restarted head); it changes where the
     agents run, never what they compute, and is recorded in the run's ``config.json``.
     """
     directory = RunDirectory(path)
+    directory.config()  # a run directory? (checked before the lock file is made in it)
+    with directory.lock():
+        return _resume(directory, progress=progress, address=address, data_dir=data_dir)
+
+
+def _resume(directory: RunDirectory, *, progress: bool | None, address: str | None,
+            data_dir: str | None) -> dict:
     config = directory.config()
-    if not directory.checkpoint.exists():
-        raise CheckpointError(f"{directory.path} has no checkpoint to resume from")
+    fresh = not directory.checkpoint.exists()
     if address is not None and address != config["backend"]["address"]:
         if config["backend"]["kind"] != "ray":
             raise ConfigError(f"--address applies to Ray runs; {directory.path} ran on the "
@@ -416,13 +375,18 @@ def resume(path: str | Path, *, progress: bool | None = None, address: str | Non
         config = {**config, "backend": {**config["backend"], "address": address}}
         _write_json(directory.path / CONFIG, config)
     finished = directory.summary()
-    if finished is not None and finished.get("status") == "completed":
-        saved = load_checkpoint(directory.checkpoint, kind="run")["progress"]  # checks the file
+    if not fresh and finished is not None and finished.get("status") == "completed":
+        saved = read_run_checkpoint(directory, config)["progress"]  # checks the file
         if saved["updates"] == finished.get("updates"):
             log.info("%s: the run is already complete; nothing to resume", directory.path)
             return finished
     run = Run(config, directory, progress=progress, data_dir=data_dir)
     try:
+        if fresh:  # it stopped before its first checkpoint
+            log.info("%s has no checkpoint yet: starting the run from the beginning",
+                     directory.path)
+            directory.keep_metrics_until(-1)
+            return run.run()
         run.load_checkpoint()
         if run.state.updates >= run.workload.updates:  # finished, but its summary was lost
             summary = run.summary("completed")
@@ -436,33 +400,35 @@ def resume(path: str | Path, *, progress: bool | None = None, address: str | Non
 
 def evaluate_run(path: str | Path, *, splits: tuple[str, ...] = ("valid", "test"),
                  data_dir: str | None = None) -> dict:
-    """Greedy evaluation of the last checkpoint of the run in ``path`` on ``splits``;
-    ``data_dir`` is where to look for dataset files first."""
+    """Greedy evaluation of the last checkpoint of the run in ``path`` on ``splits``; ``data_dir``
+    is where to look for dataset files first.
+
+    The network is rebuilt from the config and the checkpoint in this process: no backend is
+    started, so a Ray run is evaluated anywhere, its cluster gone or not.
+    """
     directory = RunDirectory(path)
     config = directory.config()
     if not directory.checkpoint.exists():
         raise CheckpointError(f"{directory.path} has no checkpoint to evaluate")
-    run = Run({**config, "run": {**config["run"], "eval_train": "train" in splits}}, directory,
-              progress=False, data_dir=data_dir)
-    try:
-        state = load_checkpoint(directory.checkpoint, kind="run")
-        run.network.load_state_dict(state["backend"]["network"])
-        progress = state["progress"]
-        net = run.twin if run.twin is not None and not progress["switched"] else run.network
-        if net is run.twin:
-            net.load_state_dict(state["pretrain"])
-        results = {"step": progress["updates"]}
-        for name in splits:
-            if name not in run.workload.eval_sets:
-                raise ConfigError(f"no {name!r} split in this run; splits: "
-                                  f"{sorted(run.workload.eval_sets)}")
-            split = run.workload.eval_sets[name]
-            metrics = evaluate(net, split.x, split.y)
-            results.update({f"{name}_{k}": v for k, v in metrics.items()
-                            if k not in LAYER_METRICS})
-            if name == "test":
-                results.update({k: metrics[k] for k in LAYER_METRICS})
-        return results
-    finally:
-        run.close()
-
+    workload = build_workload({**config, "run": {**config["run"], "eval_train": "train" in splits}},
+                              data_dir)
+    state = read_run_checkpoint(directory, config, workload)
+    spec, seed = network_spec(config, workload), config["run"]["seed"]
+    progress = state["progress"]
+    with directory.restoring():
+        if config["run"]["pretrain_updates"] and not progress["switched"]:  # still pre-training
+            net = build_network(spec.pretraining_twin(), seed)
+            net.load_state_dict(_pretrain_state(state, directory))
+        else:
+            net = build_network(spec, seed)
+            net.load_state_dict(state["backend"]["network"])
+    results = {"step": progress["updates"]}
+    for name in splits:
+        if name not in workload.eval_sets:
+            raise ConfigError(f"no {name!r} split in this run; splits: {sorted(workload.eval_sets)}")
+        split = workload.eval_sets[name]
+        metrics = evaluate(net, split.x, split.y)
+        results.update({f"{name}_{k}": v for k, v in metrics.items() if k not in LAYER_METRICS})
+        if name == "test":
+            results.update({k: metrics[k] for k in LAYER_METRICS})
+    return results

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from pathlib import Path
 from async_coagents.errors import CoagentsError, ConfigError, DivergedError
 from async_coagents.experiment import run as run_module
 from async_coagents.experiment.config import validate
+from async_coagents.experiment.rundir import write_json as _write_json
 
 MANIFEST = "sweep.json"
 FORMAT = "async_coagents sweep"
@@ -254,15 +253,3 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             keys.append(f"{prefix}{key}")
     return keys
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    """Write JSON atomically, through a temporary file unique to this writer."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(obj, indent=2, allow_nan=True) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
