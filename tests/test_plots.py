@@ -112,7 +112,7 @@ def _assert_png(path: Path, min_side: int = 300) -> None:
 
 
 def test_load_runs_reads_columns_and_labels(sweep):
-    with pytest.warns(PlotDataWarning, match=r"a2.*metrics.jsonl:9: skipping the unparsable last line"):
+    with pytest.warns(PlotDataWarning, match=r"a2.*metrics.jsonl:9: skipping the unfinished last line"):
         runs = load_runs(sweep)
     assert [r.seed for r in runs] == [1, 2, 3, 1, 2, 3, 1, 2]
     assert [r.label for r in runs] == (["mnist-offpolicy (network.lr=0.001)"] * 3
@@ -150,7 +150,7 @@ def test_truncated_last_line_is_skipped_but_a_bad_middle_line_names_the_line(tmp
     lines = [json.dumps(r) for r in good]
     lines.insert(1, '{"step": 5, "test_mse": ')
     (bad / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=r"bad/metrics\.jsonl:2: not a JSON object"):
+    with pytest.raises(DataError, match=r"bad/metrics\.jsonl, line 2: not an evaluation row"):
         load_runs([bad])
 
 

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from async_coagents.errors import ConfigError, DataError
+from async_coagents.errors import CheckpointError, ConfigError, DataError
+from async_coagents.experiment.rundir import METRICS, RunDirectory
 
 __all__ = [
     "METRICS_FILE",
@@ -41,7 +42,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = METRICS
 SEED_KEYS = ("run.seed", "run.out")  # flattened config keys that do not change the configuration
 X_AXES = {
     "step": "updates (steps)",
@@ -134,28 +135,20 @@ def _load_one(directory: Path) -> tuple[Path, dict[str, Any], dict[str, np.ndarr
         raise DataError(f"{config_path}: not valid JSON ({err})") from None
     if not isinstance(config, dict):
         raise DataError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
-    return directory, config, _read_metrics(directory / METRICS_FILE)
+    return directory, config, _read_metrics(directory)
 
 
-def _read_metrics(path: Path) -> dict[str, np.ndarray]:
-    lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-             if line.strip()]
-    records: list[tuple[int, dict[str, Any]]] = []
-    for i, (lineno, line) in enumerate(lines):
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-        except ValueError as err:  # json.JSONDecodeError is a ValueError
-            if i == len(lines) - 1:
-                warnings.warn(f"{path}:{lineno}: skipping the unparsable last line (a killed run?): {err}",
-                              PlotDataWarning, stacklevel=2)
-                break
-            raise DataError(f"{path}:{lineno}: not a JSON object ({err})") from None
-        step = record.get("step")
-        if not _is_number(step) or not math.isfinite(step):
-            raise DataError(f"{path}:{lineno}: missing or non-numeric 'step' ({step!r})")
-        records.append((lineno, record))
+def _read_metrics(directory: Path) -> dict[str, np.ndarray]:
+    """The numeric columns of the run's ``metrics.jsonl``, read by the run directory's own reader
+    (:meth:`~async_coagents.experiment.rundir.RunDirectory.read_metrics`)."""
+    path = directory / METRICS_FILE
+    try:
+        records, partial = RunDirectory(directory).read_metrics()
+    except CheckpointError as err:
+        raise DataError(str(err)) from None
+    if partial is not None:
+        warnings.warn(f"{path}:{partial}: skipping the unfinished last line (a killed run?)",
+                      PlotDataWarning, stacklevel=3)
     if not records:
         raise DataError(f"{path}: has no evaluations (empty metrics file)")
     return _columns(path, records)

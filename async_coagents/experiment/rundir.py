@@ -225,10 +225,12 @@ class RunDirectory:
     def metrics(self) -> list[dict]:
         """The evaluations written so far; a partial last line (what a killed process or a full
         disk leaves) is left out (:meth:`keep_metrics_until` removes it from the file)."""
-        return self._read_metrics()[0]
+        return [row for _, row in self.read_metrics()[0]]
 
-    def _read_metrics(self) -> tuple[list[dict], bool]:
-        """(rows, whether a partial last line was left out)."""
+    def read_metrics(self) -> tuple[list[tuple[int, dict]], int | None]:
+        """The evaluation rows with their line numbers, and the number of a partial last line
+        that was left out (None when there is none). A line before the last that is not an
+        evaluation row is a :class:`CheckpointError` naming the file and the line."""
         path = self.path / METRICS
         try:
             text = path.read_text(encoding="utf-8")
@@ -237,7 +239,7 @@ class RunDirectory:
         except (OSError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"cannot read {path}: {exc}") from None
         lines = text.split("\n")  # the last item is "" when the file ends with a newline
-        rows, partial = [], False
+        rows, partial = [], None
         for number, line in enumerate(lines, 1):
             if not line:
                 continue
@@ -247,18 +249,19 @@ class RunDirectory:
                 row = None
             if not isinstance(row, dict) or not isinstance(row.get("step"), int):
                 if number == len(lines):  # no newline after it: a write that never finished
-                    partial = True
+                    partial = number
                     continue
                 raise CheckpointError(f"{path}, line {number}: not an evaluation row: "
                                       f"{line[:60]!r}")
-            rows.append(row)
+            rows.append((number, row))
         return rows, partial
 
     def keep_metrics_until(self, step: int) -> None:
         """Drop the evaluations after ``step`` (a resumed run produces them again) and a partial
         last line, saying so."""
-        rows, partial = self._read_metrics()
-        if partial:
+        numbered, partial = self.read_metrics()
+        rows = [row for _, row in numbered]
+        if partial is not None:
             log.warning("%s: dropped a partial last line (the run was killed while writing it)",
                         self.path / METRICS)
         kept = [row for row in rows if row["step"] <= step]
