@@ -6,6 +6,7 @@ client as a Ray head's gRPC server does (tests/test_ray_private.py probes a real
 
 import contextlib
 import http.server
+import json
 import os
 import socket
 import socketserver
@@ -16,6 +17,8 @@ import pytest
 from async_coagents.backends import ray_env
 from async_coagents.cli import main
 from async_coagents.errors import ConfigError
+from async_coagents.experiment.run import train
+from tests.test_run import quick_config, stopped_run
 
 #: What a gRPC server (a Ray head's GCS) sends as soon as a client connects: an HTTP/2 SETTINGS
 #: frame (a real head's carries settings; an empty one is as valid).
@@ -180,6 +183,40 @@ def test_the_command_line_names_the_dashboard_port_given_as_the_address(tmp_path
     assert (f"coagents train: error: no Ray head at 127.0.0.1:{port}: an HTTP server answered "
             "there (the Ray dashboard?); a Ray head normally listens on port 6379") in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def ray_run(tmp_path, status):
+    """The directory of a finished or interrupted Ray run as far as ``resume`` reads it before it
+    joins a cluster: a run's files whose config names the Ray backend (the address is checked
+    before the checkpoint is read, so the run itself can be an in-process one)."""
+    out = tmp_path / status
+    if status == "completed":
+        train(quick_config(), out, progress=False)
+    else:
+        stopped_run(quick_config(), out, stop_after=50)
+    config = json.loads((out / "config.json").read_text())
+    config["backend"]["kind"] = "ray"
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def files(path):
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("status", ["completed", "interrupted"])
+def test_resume_at_a_wrong_address_changes_nothing_in_the_run_directory(tmp_path, status,
+                                                                       closed_port, capsys):
+    run = ray_run(tmp_path, status)
+    before = files(run)
+    code = main(["resume", str(run), "--address", f"127.0.0.1:{closed_port}", "--no-progress"])
+    err = capsys.readouterr().err
+    if status == "interrupted":
+        assert code == 1 and "cannot reach a Ray cluster at 127.0.0.1:" in err
+    else:  # nothing to resume: the address is not needed, and not recorded
+        assert code == 0
+    assert "Traceback" not in err
+    assert files(run) == before  # config.json byte for byte, and every other file
 
 
 def test_an_address_with_the_local_backend_is_a_contradiction(tmp_path, capsys):

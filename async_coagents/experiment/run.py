@@ -366,27 +366,30 @@ def resume(path: str | Path, *, progress: bool | None = None, address: str | Non
     """Continue the run in ``path`` from its last checkpoint, bit-exactly.
 
     ``address`` moves a Ray run to another cluster (e.g. a restarted head); it changes where the
-    agents run, never what they compute, and is recorded in the run's ``config.json``.
+    agents run, never what they compute, and is recorded in the run's ``config.json`` once the
+    run has joined that cluster and loaded its checkpoint (a wrong address changes nothing).
     """
     directory = RunDirectory(path)
     config = directory.config()
     if not directory.checkpoint.exists():
         raise CheckpointError(f"{directory.path} has no checkpoint to resume from")
-    if address is not None and address != config["backend"]["address"]:
+    moved = address is not None and address != config["backend"]["address"]
+    if moved:
         if config["backend"]["kind"] != "ray":
             raise ConfigError(f"--address applies to Ray runs; {directory.path} ran on the "
                               f"{config['backend']['kind']!r} backend")
         config = {**config, "backend": {**config["backend"], "address": address}}
-        _write_json(directory.path / CONFIG, config)
     finished = directory.summary()
     if finished is not None and finished.get("status") == "completed":
         saved = load_checkpoint(directory.checkpoint, kind="run")["progress"]  # checks the file
         if saved["updates"] == finished.get("updates"):
             log.info("%s: the run is already complete; nothing to resume", directory.path)
             return finished
-    run = Run(config, directory, progress=progress)
+    run = Run(config, directory, progress=progress)  # joins the cluster: checks the address
     try:
         run.load_checkpoint()
+        if moved:
+            _write_json(directory.path / CONFIG, config)
         if run.state.updates >= run.workload.updates:  # finished, but its summary was lost
             summary = run.summary("completed")
             directory.write_summary(summary)
