@@ -30,7 +30,9 @@ def fashion_mnist():
     return require_dataset("fashion-mnist")
 
 
-RAY_TEST_INIT = dict(num_cpus=2, num_gpus=0, include_dashboard=False,
+#: The test session's own Ray: a private instance (``address="local"``), never the cluster that
+#: another session's ``ray.cluster_utils.Cluster`` or a user's ``ray start`` recorded.
+RAY_TEST_INIT = dict(address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
                      object_store_memory=150 * 1024**2, log_to_driver=False,
                      logging_level="WARNING")
 
@@ -45,8 +47,8 @@ def _ray_stopped_at_exit():
 
 @pytest.fixture
 def ray_session(_ray_stopped_at_exit):
-    """One local Ray instance shared by the Ray tests (ray_notes §6): 2 CPUs, no dashboard, a
-    small object store, no worker logs in the test output. Started on first use and kept for the
+    """One private local Ray instance shared by the Ray tests (ray_notes §6): 2 CPUs, no
+    dashboard, a small object store, no worker logs in the test output. Started on first use and kept for the
     session; started again if a multi-node test module shut it down for its own cluster."""
     import ray
 

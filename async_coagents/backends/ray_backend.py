@@ -20,6 +20,7 @@ every batch applied, dropped or lost.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -39,6 +40,8 @@ from async_coagents.core.network import Network
 from async_coagents.core.trainer import copy_pretrained, switch_to_sgd
 from async_coagents.errors import CoagentsError, ConfigError
 from async_coagents.protocol import Completed, Coordinator, Reward
+
+log = logging.getLogger(__name__)
 
 
 @ray.remote
@@ -309,16 +312,66 @@ class RayTransport:
 
 
 def connect(address: str = "") -> bool:
-    """Make sure Ray is running: reuse an initialised Ray, join ``address``, or start a local
-    instance. Returns True when this call started (and so must stop) Ray."""
+    """Make sure Ray is running: reuse an initialised Ray, join ``address``, or start a private
+    local instance. Returns True when this call started (and so must stop) Ray.
+
+    Without an address the instance is private (``address="local"``): Ray's own default would join
+    the cluster named by ``RAY_ADDRESS`` or by the ``ray_current_cluster`` file of the last
+    ``ray start`` (retrying it for minutes when that head is gone). ``RAY_ADDRESS`` is used only
+    with ``auto``, as Ray does; set without an address, it is ignored, and the log says so."""
     if ray.is_initialized():
         return False
     ray_env.prepare(address)  # normally done before ray was imported, see run.make_backend
     if address:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        if os.environ.get("RAY_ADDRESS"):
+            log.warning("RAY_ADDRESS=%s is set, but without --address a run starts its own Ray "
+                        "instance; to join that cluster pass --address auto (or its address)",
+                        os.environ["RAY_ADDRESS"])
+        ray.init(address="local", include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=False)
     return True
+
+
+def placement_needs(options: dict) -> dict[str, float]:
+    """What one node must have for Ray to place an actor created with ``options`` (ray/actor.py):
+    an actor that declares no resources needs 1 CPU to be placed, although it holds none while it
+    runs; one that declares resources needs them, and 1 CPU unless it says ``num_cpus``."""
+    declared = dict(options.get("resources", {}))
+    if "num_cpus" in options:
+        declared["CPU"] = options["num_cpus"]
+    if not declared:
+        return {"CPU": 1.0}
+    declared.setdefault("CPU", 1.0)
+    return {name: float(amount) for name, amount in declared.items() if amount}
+
+
+def _node_offer(node: dict) -> str:
+    """A node's address and the resources an actor could ask for (CPU always shown)."""
+    shown = {"CPU": node["Resources"].get("CPU", 0.0)}
+    shown.update({k: v for k, v in node["Resources"].items()
+                  if k not in ("CPU", "memory", "object_store_memory") and not k.startswith("node:")})
+    return f"{node['NodeManagerAddress']} {shown}"
+
+
+def check_placeable(needs: list[tuple[str, dict[str, float]]], nodes: list[dict],
+                    where: str) -> None:
+    """Fail, naming the actor and the resources needed and offered, when no alive node of the
+    cluster could ever place one of the layer actors (``needs``: name, resources): Ray would wait
+    for such an actor for ever, and the run would hang without a word."""
+    alive = [n for n in nodes if n["Alive"]]
+    for name, need in needs:
+        if any(all(n["Resources"].get(k, 0.0) >= v for k, v in need.items()) for n in alive):
+            continue
+        hint = ("a head started with --num-cpus 0 needs a worker with CPUs "
+                "(cluster/start-worker.sh --num-cpus N)" if set(need) == {"CPU"} else
+                "start a worker that offers it (cluster/start-worker.sh --resources "
+                "'{\"NAME\": 1}'), or fix backend.node_resources")
+        raise ConfigError(
+            f"Ray ({where}) cannot place the actor of {name}: it needs {need} on "
+            f"one node, and no node has that ({'; '.join(map(_node_offer, alive)) or 'no node'}); "
+            f"{hint}")
 
 
 def disconnect() -> None:
@@ -350,15 +403,24 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, network: Network, backend: dict, *, agent_dir: str | None = None) -> None:
-        placement = backend.get("placement", "default")
         resources = backend.get("node_resources", [])
-        if placement == "resources" and len(resources) != len(network.layers):
+        if backend.get("placement") == "resources" and len(resources) != len(network.layers):
             raise ConfigError(f"backend.node_resources needs one resource name per layer "
                               f"({len(network.layers)}), got {resources!r}")
+        self.started_ray = connect(backend.get("address", ""))
+        try:
+            self._start(network, backend, agent_dir)
+        except BaseException:
+            if self.started_ray:  # nothing of this run is left running
+                disconnect()
+            raise
+
+    def _start(self, network: Network, backend: dict, agent_dir: str | None) -> None:
+        """Check that the cluster can place every layer actor, then create them all."""
+        placement = backend.get("placement", "default")
+        resources = backend.get("node_resources", [])
         # restarting is only useful when the actor has a checkpoint to continue from
         restarts = backend.get("max_restarts", 0) if agent_dir else 0
-
-        self.started_ray = connect(backend.get("address", ""))
         nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
 
         def options(layer: int) -> dict:
@@ -372,6 +434,12 @@ class RayBackend:
                 opts.update(num_cpus=0, resources={resources[layer]: 0.001})
             return opts
 
+        address = backend.get("address", "")
+        where = (f"the cluster at {address}" if address else
+                 "the run's private instance" if self.started_ray else
+                 "the instance this process had joined")
+        check_placeable([(layer.name, placement_needs(options(index)))
+                         for index, layer in enumerate(network.layers)], ray.nodes(), where)
         if agent_dir:
             os.makedirs(agent_dir, exist_ok=True)
         self.network = network

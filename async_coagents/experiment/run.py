@@ -356,7 +356,8 @@ def resume(path: str | Path, *, progress: bool | None = None, address: str | Non
     is locked while it runs.
 
     ``address`` moves a Ray run to another cluster (e.g. a restarted head); it changes where the
-    agents run, never what they compute, and is recorded in the run's ``config.json``.
+    agents run, never what they compute, and is recorded in the run's ``config.json`` once the
+    run has joined that cluster and loaded its checkpoint (a wrong address changes nothing).
     """
     directory = RunDirectory(path)
     directory.config()  # a run directory? (checked before the lock file is made in it)
@@ -368,26 +369,30 @@ def _resume(directory: RunDirectory, *, progress: bool | None, address: str | No
             data_dir: str | None) -> dict:
     config = directory.config()
     fresh = not directory.checkpoint.exists()
-    if address is not None and address != config["backend"]["address"]:
+    moved = address is not None and address != config["backend"]["address"]
+    if moved:
         if config["backend"]["kind"] != "ray":
             raise ConfigError(f"--address applies to Ray runs; {directory.path} ran on the "
                               f"{config['backend']['kind']!r} backend")
         config = {**config, "backend": {**config["backend"], "address": address}}
-        _write_json(directory.path / CONFIG, config)
     finished = directory.summary()
     if not fresh and finished is not None and finished.get("status") == "completed":
         saved = read_run_checkpoint(directory, config)["progress"]  # checks the file
         if saved["updates"] == finished.get("updates"):
             log.info("%s: the run is already complete; nothing to resume", directory.path)
             return finished
+    # Run() joins the cluster, so the address is checked before anything is written
     run = Run(config, directory, progress=progress, data_dir=data_dir)
     try:
+        if not fresh:
+            run.load_checkpoint()
+        if moved:
+            _write_json(directory.path / CONFIG, config)
         if fresh:  # it stopped before its first checkpoint
             log.info("%s has no checkpoint yet: starting the run from the beginning",
                      directory.path)
             directory.keep_metrics_until(-1)
             return run.run()
-        run.load_checkpoint()
         if run.state.updates >= run.workload.updates:  # finished, but its summary was lost
             summary = run.summary("completed")
             directory.write_summary(summary)
