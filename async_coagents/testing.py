@@ -9,8 +9,8 @@ equals Ray when a Ray session is running. Rule checks, on each coagent layer: ev
 step equals ``-lr`` times the gradient of the surrogate ``J = -(1/B) sum_b G_b sum_u log pi(a_bu |
 s_b)`` by central differences, with ``G`` from the rule's :meth:`~async_coagents.core.rules.Rule.
 signal`; an example's ``G`` rises with its return (a rule with the wrong sign fails); a rule
-holding a baseline subtracts it; a critic rule's message is its updated critic at the downstream action it declares
-(``target_policy``: sampled for §3.6, greedy for §3.7).
+holding a baseline subtracts it; a critic rule's message is its updated critic at the downstream
+action it declares (``target_policy``: sampled for §3.6, greedy for §3.7).
 
 A check takes a factory ``seed -> Network``. Ray is never imported here: the Ray check runs only
 when the caller has a Ray session running (``ray.init()``).
