@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from async_coagents.core.agent import AgentBase, AgentStats, PendingBatch
+from async_coagents.core.agent import AgentBase, PendingBatch
 from async_coagents.core.metrics import LayerActivity
 from async_coagents.core.mlp import MLP
 from async_coagents.core.objectives import Classification, Regression
@@ -25,7 +25,6 @@ from async_coagents.core.seeding import rng_state, set_rng_state
 from async_coagents.core.units import Categorical, Gaussian
 from async_coagents.errors import ConfigError, ProtocolError
 
-LayerStats = AgentStats  # the accounting record's name before the agent module existed
 
 class CoagentLayer(AgentBase):
     """A layer of stochastic units, each unit an agent (§2, §3), learning by ``rule``.
