@@ -24,16 +24,16 @@ from async_coagents.core.optim import SGD
 from async_coagents.errors import ConfigError, ProtocolError
 
 
-def train_step(network: Network, sid: int, x: np.ndarray, y: np.ndarray) -> float:
+def train_step(network: Network, sid: int, x: np.ndarray, labels: np.ndarray) -> float:
     """One synchronous update on batch ``sid``; returns the batch-mean loss ``-mean(r)``."""
     objective = network.objective
-    y = objective.check_target(y, len(x))  # the labels
+    labels = objective.check_target(labels, len(x))
     if network.input_baseline is not None:
         network.input_baseline.forward(sid, x)
     h = x
     for layer in network.layers:
         h = layer.forward(sid, h)
-    r = objective.reward(h, y)
+    r = objective.reward(h, labels)
     loss = -float(r.sum()) / r.size
     if not math.isfinite(loss):
         for layer in network.layers:
@@ -49,7 +49,7 @@ def train_step(network: Network, sid: int, x: np.ndarray, y: np.ndarray) -> floa
     for layer in reversed(network.layers):  # top-down (§10)
         out = None
         if layer.needs_reward:
-            out = layer.reward(sid, signal, y if layer.needs_labels else None)
+            out = layer.reward(sid, signal, labels if layer.needs_labels else None)
         if layer.listens_to_feedback:
             out = layer.feedback(sid, message)
         message = out
