@@ -297,11 +297,13 @@ def check_rule_estimators(factory: Factory) -> None:
         run(net, data[STEPS:])
     finally:
         _Recorder.unwrap(net)
+    checked = 0
     for layer in layers:
         name, rule = layer.name, layer.rule
         entry = recorder.entries.get(name)
         if entry is None or entry.greedy:
             continue  # a frozen layer takes no step (§2.4)
+        checked += 1
         assert name in recorder.signals, f"{name}: the policy step did not use the rule's signal"
         g, step = recorder.signals[name], recorder.steps[name]
         applied = (before[name] - layer.net.params.astype(np.float64)) / FD_LR
@@ -320,6 +322,7 @@ def check_rule_estimators(factory: Factory) -> None:
                 f"{name}: the critic's message is not Q_i(s_i, a') at the "
                 f"{rule.target_policy} downstream action the rule states "
                 f"({type(rule).__name__}.target_policy)")
+    assert checked or not _coagents(net), "no coagent layer took a policy step that could be checked"
 
 
 def _shifted(step: Step, c: float) -> Step:

@@ -179,7 +179,7 @@ def test_the_suite_catches_in_flight_state_that_is_not_saved(monkeypatch):
     state_dict = AgentBase.state_dict
     monkeypatch.setattr(AgentBase, "state_dict",
                         lambda self: {**state_dict(self), "pending": []})  # batches in flight lost
-    with pytest.raises(Exception):  # noqa: B017 - a lost batch is a ProtocolError or a mismatch
+    with pytest.raises(AssertionError, match="with batches in flight must continue bit-exactly"):
         testing.check_round_trip_in_flight(testing.rule_factory("baseline", "bernoulli"))
 
 
