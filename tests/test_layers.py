@@ -6,15 +6,22 @@ import numpy as np
 import pytest
 
 from async_coagents.core.baselines import EmaBaseline
-from async_coagents.core.layers import CoagentLayer, Readout
+from async_coagents.core.layers import BackpropNetwork, CoagentLayer, Readout
 from async_coagents.core.mlp import MLP
 from async_coagents.core.objectives import Classification, Regression
 from async_coagents.core.optim import make_optimizer
+from async_coagents.core.rules import GlobalBaseline
 from async_coagents.core.units import Bernoulli, Categorical, Gaussian
 from async_coagents.errors import ProtocolError
 from tests.gradcheck import assert_grad_close, numeric_grad
 
 F64 = np.float64
+
+
+def ema_rule():
+    rule = GlobalBaseline()
+    rule.baseline = EmaBaseline()
+    return rule
 
 
 def make_layer(unit, sizes, *, lr=1.0, optimizer="sgd", activation="relu", seed=0, **options):
@@ -73,7 +80,8 @@ def test_readout_cross_entropy_gradient_by_finite_differences():
 def test_backprop_readout_mse_gradient_by_finite_differences(activation):
     net = MLP([3, 8, 8, 1], activation, rng=np.random.default_rng(0), dtype=F64)
     objective = Regression()
-    layer = Readout("output", net, objective, make_optimizer("sgd", net.params.size, 1.0, F64))
+    layer = BackpropNetwork("output", net, objective,
+                            make_optimizer("sgd", net.params.size, 1.0, F64))
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(6, 3)), rng.normal(size=6)
     before = net.params.copy()
@@ -227,7 +235,7 @@ def test_staleness_counts_parameter_steps_between_forward_and_update():
 def test_state_round_trip_continues_bit_exactly():
     def build():
         return make_layer(Categorical(3), [4, 9], optimizer="rmsprop", lr=0.01,
-                          baseline=EmaBaseline(), subset_size=2)
+                          rule=ema_rule(), subset_size=2)
 
     rng = np.random.default_rng(6)
     batches = [(rng.normal(size=(5, 4)), rng.normal(size=5)) for _ in range(6)]
@@ -235,7 +243,7 @@ def test_state_round_trip_continues_bit_exactly():
     for sid, (x, r) in enumerate(batches[:3]):
         a.forward(sid, x)
         a.reward(sid, r)
-    b = make_layer(Categorical(3), [4, 9], optimizer="rmsprop", lr=0.01, baseline=EmaBaseline(),
+    b = make_layer(Categorical(3), [4, 9], optimizer="rmsprop", lr=0.01, rule=ema_rule(),
                    subset_size=2, seed=50)  # different init and sampling stream
     b.load_state_dict(a.state_dict())
     for sid, (x, r) in enumerate(batches[3:], start=3):
@@ -249,7 +257,7 @@ def test_state_round_trip_continues_bit_exactly():
 
 def test_layers_never_write_into_their_inputs():
     """Arrays from Ray's object store are read-only: a layer must not modify what it is sent."""
-    layer = make_layer(Gaussian(1.0, "relu"), [3, 5, 4], baseline=EmaBaseline())
+    layer = make_layer(Gaussian(1.0, "relu"), [3, 5, 4], rule=ema_rule())
     x = np.ones((2, 3))
     r = np.array([0.5, -1.0])
     x.flags.writeable = False

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from async_coagents.core.baselines import EmaBaseline, StateBaseline
-from async_coagents.core.layers import CoagentLayer, Readout
+from async_coagents.core.layers import BackpropNetwork, CoagentLayer, Readout
 from async_coagents.core.network import NetworkSpec, build_network
 from async_coagents.core.optim import SGD
 from async_coagents.core.rules import RULES
@@ -87,11 +87,12 @@ def test_policy_gradient_learner_is_one_gaussian_coagent_over_a_relu_mlp():
 
 @pytest.mark.parametrize("learner, activation", [("backprop", "tanh"),
                                                  ("straight-through", "straight_through")])
-def test_comparison_learners_are_one_readout(learner, activation):
+def test_comparison_learners_are_one_backprop_network(learner, activation):
     spec = NetworkSpec(**BASE, learner=learner,
                        activation="tanh" if learner == "backprop" else None)
     (layer,) = build_network(spec, 0).layers
-    assert isinstance(layer, Readout) and layer.net.activation == activation
+    assert isinstance(layer, BackpropNetwork) and not isinstance(layer, Readout)
+    assert layer.net.activation == activation
     assert layer.net.sizes == [5, 8, 6, 3]
 
 
@@ -138,8 +139,8 @@ def test_input_baseline_broadcasts_the_advantage():
     r = np.array([-1.0, -2.0, -0.5])
     expected = r - (x @ (np.arange(4.0) / 10) + 0.4)
     net.input_baseline.forward(7, x)
-    np.testing.assert_allclose(net.input_baseline.advantage(7, r), expected)
-    assert net.input_baseline.advantage(8, r) is None  # unknown batch
+    np.testing.assert_allclose(net.input_baseline.reward(7, r), expected)
+    assert net.input_baseline.reward(8, r) is None  # unknown batch
 
 
 def test_pretraining_copies_the_mlp_and_switches_to_sgd_lr_over_128():

@@ -15,6 +15,7 @@ import threading
 import pytest
 
 from async_coagents.backends import ray_env
+from async_coagents.checkpoint import load_checkpoint, save_checkpoint
 from async_coagents.cli import main
 from async_coagents.errors import ConfigError
 from async_coagents.experiment.run import train
@@ -205,11 +206,16 @@ def ray_run(tmp_path, status):
     config = json.loads((out / "config.json").read_text())
     config["backend"]["kind"] = "ray"
     (out / "config.json").write_text(json.dumps(config, indent=2))
+    state = load_checkpoint(out / "checkpoint.ckpt", kind="run")  # it must match the config
+    state["config"]["backend"]["kind"] = "ray"
+    save_checkpoint(out / "checkpoint.ckpt", state, kind="run")
     return out
 
 
 def files(path):
-    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    """Every file of a run directory but the lock's own record of who holds it."""
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
 
 
 @pytest.mark.parametrize("status", ["completed", "interrupted"])

@@ -33,13 +33,13 @@ from ray.exceptions import RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from async_coagents.backends import ray_env
+from async_coagents.backends.base import CoordinatedBackend, Transport
 from async_coagents.checkpoint import load_checkpoint, save_checkpoint
+from async_coagents.coordinator import Completed, Reward
 from async_coagents.core.groups import concatenate_activity
 from async_coagents.core.metrics import LayerActivity
 from async_coagents.core.network import Network
-from async_coagents.core.trainer import copy_pretrained, switch_to_sgd
 from async_coagents.errors import CoagentsError, ConfigError
-from async_coagents.protocol import Completed, Coordinator, Reward
 
 log = logging.getLogger(__name__)
 
@@ -87,30 +87,31 @@ class LayerActor:
 
     def step(self, sid: int, rewards: list[Reward], *inputs: np.ndarray) -> np.ndarray:
         """Rewards that rode with this call first, then the forward of batch ``sid``."""
-        for s, r, y in rewards:
-            self.agent.reward(s, r, y)
+        for s, r, labels in rewards:
+            self.agent.reward(s, r, labels)
         self._after_update()
         return self.agent.forward(sid, _join(inputs))
 
-    def reward(self, sid: int, r: np.ndarray, y: np.ndarray):
-        out = self.agent.reward(sid, r, y)
+    def reward(self, sid: int, r: np.ndarray, labels: np.ndarray | None):
+        out = self.agent.reward(sid, r, labels)
         self._after_update()
         return out
 
-    def feedback(self, sid: int, y):
-        out = self.agent.feedback(sid, y)
+    def feedback(self, sid: int, message):
+        out = self.agent.feedback(sid, message)
         self._after_update()
         return out
 
     def deliver(self, rewards: list[Reward]) -> None:
-        for s, r, y in rewards:
-            self.agent.reward(s, r, y)
+        for s, r, labels in rewards:
+            self.agent.reward(s, r, labels)
         self._after_update()
 
     def replay(self, messages: list[tuple]) -> None:
         """Messages sent since the run's last checkpoint, again: the agent re-applies what it lost
-        and skips what it already applied or dropped."""
-        self.agent.replaying = True
+        and skips what it already applied or dropped. The updates it re-applied are counted in
+        its accounting as ``replayed`` (the agent itself does not know it is being replayed)."""
+        applied = self.agent.stats.applied
         try:
             for kind, sid, a, b in messages:
                 if kind == "reward":
@@ -118,7 +119,7 @@ class LayerActor:
                 else:
                     self.agent.feedback(sid, a)
         finally:
-            self.agent.replaying = False
+            self.agent.stats.replayed += self.agent.stats.applied - applied
         self._after_update()
 
     def info(self) -> dict:
@@ -146,7 +147,7 @@ class LayerActor:
         return self.agent.report()
 
     def take_interval(self) -> tuple[float | None, int | None]:
-        return self.agent.stats.take_interval()
+        return self.agent.take_staleness()
 
     def pid(self) -> int:
         return os.getpid()
@@ -188,7 +189,7 @@ def get(refs):
         raise
 
 
-class RayTransport:
+class RayTransport(Transport):
     """Messages as actor calls. A handle is the list of output references of a layer's actors.
 
     With ``agent_dir`` every actor checkpoints itself there and the transport logs the reward and
@@ -198,6 +199,7 @@ class RayTransport:
     def __init__(self, network: Network, *, max_outstanding: int = 64,
                  actor_options: Callable[[int], dict] | None = None, agent_dir: str | None = None,
                  session: str = "", checkpoint_every: int = 0) -> None:
+        super().__init__(network)
         self.actors = []
         self.starts = []  # large starting agents, held while their actors may restart
         for index, layer in enumerate(network.layers):
@@ -209,8 +211,6 @@ class RayTransport:
                     os.path.join(agent_dir, f"{agent.name}.ckpt") if agent_dir else None,
                     session, checkpoint_every))
             self.actors.append(actors)
-        self.listens_to_feedback = [layer.listens_to_feedback for layer in network.layers]
-        self.sends_feedback = [layer.sends_feedback for layer in network.layers]
         self.max_outstanding = max_outstanding
         self.outstanding: deque = deque()
         self.logging = agent_dir is not None
@@ -237,30 +237,30 @@ class RayTransport:
         refs, self.outstanding = list(self.outstanding), deque()
         get(refs)
 
-    def forward(self, layer: int, sid: int, x, rewards: list[Reward]) -> list:
-        for s, r, y in rewards:
-            self._record(layer, "reward", s, r, y)
+    def _send_forward(self, layer: int, sid: int, x, rewards: list[Reward]) -> list:
+        for s, r, labels in rewards:
+            self._record(layer, "reward", s, r, labels)
         inputs = x if isinstance(x, list) else [x]
         if len(self.actors[layer]) > 1 and not isinstance(x, list):
             inputs = [ray.put(x)]  # one copy in the object store for every node group
         return [actor.step.remote(sid, rewards, *inputs) for actor in self.actors[layer]]
 
-    def reward(self, layer: int, sid: int, r: np.ndarray, y: np.ndarray):
-        self._record(layer, "reward", sid, r, y)
-        refs = [actor.reward.remote(sid, r, y) for actor in self.actors[layer]]
+    def _send_reward(self, layer: int, sid: int, r: np.ndarray, labels):
+        self._record(layer, "reward", sid, r, labels)
+        refs = [actor.reward.remote(sid, r, labels) for actor in self.actors[layer]]
         self._track(refs)
         return refs[0] if self.sends_feedback[layer] else None
 
-    def feedback(self, layer: int, sid: int, y):
+    def _send_feedback(self, layer: int, sid: int, message):
         (actor,) = self.actors[layer]
-        self._record(layer, "feedback", sid, y)
-        ref = actor.feedback.remote(sid, y)
+        self._record(layer, "feedback", sid, message)
+        ref = actor.feedback.remote(sid, message)
         self._track([ref])
         return ref
 
-    def deliver(self, layer: int, rewards: list[Reward]) -> None:
-        for s, r, y in rewards:
-            self._record(layer, "reward", s, r, y)
+    def _send_rewards(self, layer: int, rewards: list[Reward]) -> None:
+        for s, r, labels in rewards:
+            self._record(layer, "reward", s, r, labels)
         self._track([actor.deliver.remote(rewards) for actor in self.actors[layer]])
 
     # ---- fault tolerance ----------------------------------------------------------------------
@@ -392,12 +392,13 @@ def call_round_trips(n: int) -> float:
         ray.kill(actor)
 
 
-class RayBackend:
-    """One network as Ray actors, driven by a :class:`Coordinator` in this process.
+class RayBackend(CoordinatedBackend):
+    """One network as Ray actors, driven by a :class:`~async_coagents.coordinator.Coordinator` in
+    this process (and the input-state baseline's agent, if any, beside it).
 
     The driver keeps the network object as a mirror for checkpoints: its state is refreshed from
-    the actors (and pushed to them) only in :meth:`state_dict` and :meth:`load_state_dict`, so a
-    checkpoint of a Ray run is the same as one of a local run.
+    the actors (and pushed to them) only in :meth:`state_dict`, :meth:`load_state_dict` and the
+    §5.4 switch, so a checkpoint of a Ray run is the same as one of a local run.
     """
 
     name = "ray"
@@ -442,33 +443,27 @@ class RayBackend:
                          for index, layer in enumerate(network.layers)], ray.nodes(), where)
         if agent_dir:
             os.makedirs(agent_dir, exist_ok=True)
-        self.network = network
-        self.transport = RayTransport(
+        transport = RayTransport(
             network, max_outstanding=backend.get("max_outstanding", 64), actor_options=options,
             agent_dir=agent_dir, session=uuid.uuid4().hex,
             checkpoint_every=backend.get("checkpoint_every", 0))
-        self.coordinator = Coordinator(self.transport, network.objective,
-                                       input_baseline=network.input_baseline,
-                                       window=backend["window"],
-                                       reward_delay=backend["reward_delay"])
+        super().__init__(network, transport, window=backend["window"],
+                         reward_delay=backend["reward_delay"])
 
     def _recover(self) -> None:
         if self.transport.logging:
             self.transport.replay_restarted()
 
-    def submit(self, sid: int, x: np.ndarray, y: np.ndarray) -> list[Completed]:
-        return self.coordinator.submit(sid, x, y)
-
     def finish(self) -> list[Completed]:
-        done = self.coordinator.finish()
+        done = super().finish()
         self.transport.drain()
         self._recover()
         return done
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, **kwargs) -> dict:
-        self.coordinator.flush()
+    def evaluate(self, x: np.ndarray, labels: np.ndarray, **kwargs) -> dict:
+        self._settle()
         self._recover()
-        return self.coordinator.evaluate(x, y, **kwargs)
+        return super().evaluate(x, labels, **kwargs)
 
     def describe(self) -> dict:
         """Where every agent runs (node and address) and how often actors were recovered."""
@@ -477,21 +472,12 @@ class RayBackend:
                               for info in self.transport.infos()],
                 "replays": self.transport.replays}
 
-    def layer_stats(self) -> list[dict]:
-        self.coordinator.flush()
+    def _reports(self) -> list[dict]:
         return get([actor.stats.remote() for actor in self.transport.flat_actors])
 
-    def take_staleness(self) -> list[tuple[float | None, int | None]]:
-        self.coordinator.flush()
+    def _staleness(self) -> list[tuple[float | None, int | None]]:
         return [tuple(s) for s in get([actor.take_interval.remote()
                                        for actor in self.transport.flat_actors])]
-
-    def load_pretrained(self, twin: Network, lr_divisor: float = 128.0) -> None:
-        """The §5.4 switch on the actors' weights: copy the twin, then SGD with lr / 128."""
-        self._pull()
-        copy_pretrained(self.network, twin)
-        switch_to_sgd(self.network, lr_divisor)
-        self._push()
 
     def _pull(self) -> None:
         self.transport.drain()
@@ -504,17 +490,9 @@ class RayBackend:
              for agent, actor in zip(self.network.agents, self.transport.flat_actors,
                                      strict=True)])
 
-    def state_dict(self) -> dict:
-        coordinator = self.coordinator.state_dict()  # flushes held rewards to the actors first
+    def _checkpoint_agents(self) -> None:
         if self.transport.logging:
             self.transport.checkpoint_all()  # every actor saves; the replay log starts afresh
-        self._pull()
-        return {"network": self.network.state_dict(), "coordinator": coordinator}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.network.load_state_dict(state["network"])
-        self._push()
-        self.coordinator.load_state_dict(state["coordinator"])
 
     def close(self) -> None:
         try:
@@ -522,4 +500,3 @@ class RayBackend:
         finally:
             if self.started_ray:
                 disconnect()
-

@@ -5,7 +5,7 @@
   (§3.2). Every layer keeps its own copy; fed the same broadcast rewards, the copies are identical.
 * :class:`StateBaseline` — a zero-initialised linear ``V(s)`` regressed to ``r`` by one optimizer
   step on the batch-mean squared error after each use: on a layer's own input (§3.5) or, owned by
-  :class:`InputBaseline`, on the network input (§3.4).
+  :class:`~async_coagents.core.input_baseline.InputBaselineAgent`, on the network input (§3.4).
 
 Protocol: ``advantage(r, s)`` gives ``G`` with the pre-update baseline; ``learn(r, s)`` updates the
 baseline and is called after the layer's policy step.

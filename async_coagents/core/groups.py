@@ -5,18 +5,19 @@ Units of a layer are conditionally independent given the layer's input (§1.1: t
 factorises over its units), and under a broadcast-reward rule each unit's update needs only the
 layer input, its own action and the reward. So a layer can be cut into groups of units, each a
 :class:`~async_coagents.core.layers.CoagentLayer` over the same input with its own block of
-weights, its own optimizer state, its own copy of the baseline and its own sampling stream. With
+weights, its own optimizer state, its own copy of the layer's rule (and so of its baseline) and its
+own sampling stream. With
 the same weights the split layer computes exactly the greedy forward of the whole layer. Critic
 rules need a whole layer's action and subsets draw units across the whole layer, so neither splits.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
 
-from async_coagents.core.baselines import EmaBaseline, NoBaseline, StateBaseline
 from async_coagents.core.layers import CoagentLayer
 from async_coagents.core.metrics import LayerActivity
 from async_coagents.core.mlp import MLP
@@ -30,7 +31,7 @@ def split_layer(layer: CoagentLayer, units_per_group: int,
     Each group starts from the layer's own weights for its units; ``sampling_rng(g)`` gives group
     ``g`` its sampling stream. The layer must not have learnt yet (its optimizer state is not split).
     """
-    if layer.critic is not None or layer.listens_to_feedback:
+    if type(layer.rule).sends_feedback or layer.listens_to_feedback:
         raise ConfigError(f"{layer.name}: a layer under a critic rule cannot be split into node "
                           "groups (its critic needs the whole layer's action)")
     if layer.subset_size is not None:
@@ -52,20 +53,10 @@ def split_layer(layer: CoagentLayer, units_per_group: int,
         optimizer = layer.optimizer.fresh(policy.params.size)
         groups.append(CoagentLayer(
             f"{layer.name}.g{g}", policy, layer.unit, optimizer, sampling_rng=sampling_rng(g),
-            baseline=_same_baseline(layer), reinforce_updates=layer.reinforce_updates,
+            rule=copy.deepcopy(layer.rule),  # a rule that has not learnt yet: a fresh copy
             freeze_at=layer.freeze_at, update_every=layer.update_every,
             max_pending=layer.max_pending))
     return GroupedLayer(layer.name, groups)
-
-
-def _same_baseline(layer: CoagentLayer):
-    b = layer.baseline
-    if isinstance(b, EmaBaseline):
-        return EmaBaseline(b.decay, b.frozen)
-    if isinstance(b, StateBaseline):
-        return StateBaseline(b.value_fn.n_in, b.optimizer.fresh(b.value_fn.params.size),
-                             layer.dtype)
-    return NoBaseline()
 
 
 class GroupedLayer:
@@ -77,6 +68,7 @@ class GroupedLayer:
     listens_to_feedback = False
     sends_feedback = False
     needs_reward = True
+    needs_labels = False
 
     def __init__(self, name: str, groups: list[CoagentLayer]) -> None:
         if not groups:
@@ -92,12 +84,12 @@ class GroupedLayer:
     def forward(self, sid: int, x: np.ndarray) -> np.ndarray:
         return np.concatenate([g.forward(sid, x) for g in self.groups], axis=1)
 
-    def reward(self, sid: int, r: np.ndarray, target: np.ndarray | None = None) -> None:
+    def reward(self, sid: int, r: np.ndarray, labels: np.ndarray | None = None) -> None:
         for g in self.groups:
-            g.reward(sid, r, target)
+            g.reward(sid, r, labels)
         return None
 
-    def feedback(self, sid: int, y) -> None:
+    def feedback(self, sid: int, message) -> None:
         raise ProtocolError(f"{self.name} is split into node groups and takes no feedback")
 
     def forget(self, sid: int) -> bool:

@@ -18,23 +18,24 @@ Learners (``learner``):
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
 from async_coagents.core import seeding
-from async_coagents.core.baselines import EmaBaseline, NoBaseline, StateBaseline
-from async_coagents.core.critics import ActionValueCritic
+from async_coagents.core.baselines import StateBaseline
 from async_coagents.core.groups import split_layer
-from async_coagents.core.layers import CoagentLayer, Readout
+from async_coagents.core.input_baseline import InputBaselineAgent
+from async_coagents.core.layers import BackpropNetwork, CoagentLayer, Readout
 from async_coagents.core.metrics import LayerActivity
 from async_coagents.core.mlp import MLP
 from async_coagents.core.objectives import Classification, Regression, make_objective
 from async_coagents.core.optim import make_optimizer
-from async_coagents.core.rules import get_rule
+from async_coagents.core.rules import RuleSettings, get_rule
 from async_coagents.core.units import Gaussian, make_unit
-from async_coagents.errors import CheckpointError, ConfigError, ProtocolError
+from async_coagents.errors import CheckpointError, ConfigError
 
 LEARNERS = ("coagent", "backprop", "straight-through", "policy-gradient")
 UNIT_FAMILIES = ("bernoulli", "categorical", "gaussian")
@@ -135,7 +136,7 @@ class NetworkSpec:
         if self.activation is not None and self.units != "gaussian":
             raise ConfigError(f"activation applies to Gaussian units, not to {self.units!r} units")
         if self.learner == "policy-gradient":
-            if rule.critic or rule.baseline not in ("none", "ema"):
+            if self.rule not in ("reinforce", "baseline"):
                 raise ConfigError(
                     "policy-gradient through backprop (§3.11) takes rule 'reinforce' or "
                     f"'baseline', got {self.rule!r}"
@@ -144,7 +145,7 @@ class NetworkSpec:
         if self.output is not None:
             _choice("output", self.output, OUTPUTS)
         if self.units_per_agent:
-            if rule.critic:
+            if rule.sends_feedback:
                 raise ConfigError(f"units_per_agent: layers under the critic rule {self.rule!r} "
                                   "cannot be split into node groups (a critic needs the whole "
                                   "layer's action)")
@@ -288,55 +289,11 @@ def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{name} must be one of {list(allowed)}, got {value!r}")
 
 
-class InputBaseline:
-    """The input-state baseline of §3.4 as an agent at the network input.
-
-    It sees each batch's input at forward time; when the reward arrives it returns the advantage
-    ``r - V(x)`` (with the pre-update ``V``), which the coordinator broadcasts instead of ``r``,
-    then takes its own step toward ``r``. Layers above the first never see ``x``, so this is the
-    one place the advantage can be formed.
-    """
-
-    kind = "input-baseline"
-    name = "input-baseline"
-
-    def __init__(self, baseline: StateBaseline, max_pending: int = 1024) -> None:
-        self.baseline = baseline
-        self.max_pending = max_pending
-        self._inputs: dict[int, np.ndarray] = {}
-
-    def forward(self, sid: int, x: np.ndarray) -> None:
-        self._inputs[sid] = np.asarray(x, dtype=self.baseline.value_fn.dtype)
-        if len(self._inputs) > self.max_pending:
-            del self._inputs[next(iter(self._inputs))]
-
-    def advantage(self, sid: int, r: np.ndarray) -> np.ndarray | None:
-        """``r - V(x)`` for batch ``sid`` (``None`` for an unknown batch), then learn."""
-        x = self._inputs.pop(sid, None)
-        if x is None:
-            return None
-        r = np.asarray(r, dtype=x.dtype)
-        if r.shape != (len(x),) or not np.isfinite(r).all():
-            raise ProtocolError(f"input baseline: reward for batch {sid} is malformed or not finite")
-        g = self.baseline.advantage(r, x)
-        self.baseline.learn(r, x)
-        return g
-
-    def state_dict(self) -> dict:
-        return {"kind": self.kind, "baseline": self.baseline.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("kind") != self.kind:
-            raise CheckpointError("checkpoint has no input-baseline state")
-        self.baseline.load_state_dict(state["baseline"])
-        self._inputs.clear()
-
-
 class Network:
     """The layer agents of one network, bottom to top, and what the coordinator needs besides."""
 
     def __init__(self, spec: NetworkSpec, layers: list, objective: Classification | Regression,
-                 input_baseline: InputBaseline | None = None) -> None:
+                 input_baseline: InputBaselineAgent | None = None) -> None:
         self.spec = spec
         self.layers = layers
         self.objective = objective
@@ -404,13 +361,6 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
             hyper = {}
         return make_optimizer(spec.optimizer, size, lr, dtype, **hyper)
 
-    def baseline(n_in: int):
-        if rule.baseline == "ema":
-            return EmaBaseline(spec.baseline_decay)
-        if rule.baseline == "layer-state":
-            return StateBaseline(n_in, optimizer(n_in + 1, spec.lr), dtype)
-        return NoBaseline()
-
     layers: list = []
     names = _layer_names(plan)
     for index, (kind, sizes) in enumerate(plan):
@@ -422,7 +372,8 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
             if spec.learner == "straight-through":
                 activation = "straight_through"
             net = MLP(sizes, activation, rng=init_rng, dtype=dtype)
-            layers.append(Readout(names[index], net, objective,
+            learner = Readout if len(sizes) == 2 else BackpropNetwork
+            layers.append(learner(names[index], net, objective,
                                   optimizer(net.params.size, spec.lr),
                                   sampling_rng=sampling_rng, **common))
             continue
@@ -435,30 +386,27 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
                              activation=activation)
         # A partition group's deterministic layers use the units' activation (§2.6).
         net = MLP(sizes, activation, rng=init_rng, dtype=dtype)
-        critic = None
-        if rule.critic and index > 0:  # layer 0 has no one to credit: its critic is never read
-            n_units = sizes[-1] // unit.n_logits
-            critic = ActionValueCritic(
-                sizes[0], n_units, spec.critic_layers, spec.critic_units,
-                lambda size: optimizer(size, spec.lr * spec.critic_lr_ratio),
-                rng=seeding.generator(seed, "init", index, _CRITIC), dtype=dtype)
-        upper_has_critic = bool(rule.critic) and index + 1 < len(plan) and (
-            plan[index + 1][0] != "readout")
+        settings = RuleSettings(
+            n_state=sizes[0], n_units=sizes[-1] // unit.n_logits, dtype=dtype,
+            credits_below=index > 0, optimizer=optimizer, lr=spec.lr,
+            baseline_decay=spec.baseline_decay, reinforce_updates=spec.reinforce_updates,
+            critic_layers=spec.critic_layers, critic_units=spec.critic_units,
+            critic_lr_ratio=spec.critic_lr_ratio,
+            critic_rng=lambda index=index: seeding.generator(seed, "init", index, _CRITIC))
         hidden_index = None if is_output else sum(k == "coagent" for k, _ in plan[:index])
         layers.append(CoagentLayer(
             names[index], net, unit, optimizer(net.params.size, spec.lr),
             sampling_rng=sampling_rng,
-            baseline=baseline(sizes[0]),
-            critic=critic, critic_mode=rule.critic if critic is not None else None,
-            critic_target=rule.critic_target,
-            listens_to_feedback=upper_has_critic,
-            reinforce_updates=spec.reinforce_updates,
+            rule=rule.build(settings),
             subset_size=spec.subset if hidden_index is not None else None,
             subset_every=spec.subset_every,
             freeze_at=spec.freeze_at[hidden_index] if (
                 spec.freeze_at is not None and hidden_index is not None) else None,
             **common,
         ))
+    for lower, upper in itertools.pairwise(layers):  # routing follows from the rules (§3.6)
+        if isinstance(lower, CoagentLayer):
+            lower.listen_to(upper)
     if spec.units_per_agent:
         for index, layer in enumerate(layers[:-1]):
             if layer.n_units > spec.units_per_agent:
@@ -466,8 +414,8 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
                     layer, spec.units_per_agent,
                     lambda g, index=index: seeding.generator(seed, "sampling", index, g))
     input_baseline = None
-    if rule.baseline == "input-state":
-        input_baseline = InputBaseline(
+    if rule.broadcasts_advantage:
+        input_baseline = InputBaselineAgent(
             StateBaseline(spec.n_inputs, optimizer(spec.n_inputs + 1, spec.lr), dtype),
             spec.max_pending)
     return Network(spec, layers, objective, input_baseline)

@@ -24,31 +24,35 @@ from async_coagents.core.optim import SGD
 from async_coagents.errors import ConfigError, ProtocolError
 
 
-def train_step(network: Network, sid: int, x: np.ndarray, y: np.ndarray) -> float:
+def train_step(network: Network, sid: int, x: np.ndarray, labels: np.ndarray) -> float:
     """One synchronous update on batch ``sid``; returns the batch-mean loss ``-mean(r)``."""
     objective = network.objective
-    y = objective.check_target(y, len(x))
+    labels = objective.check_target(labels, len(x))
     if network.input_baseline is not None:
         network.input_baseline.forward(sid, x)
     h = x
     for layer in network.layers:
         h = layer.forward(sid, h)
-    r = objective.reward(h, y)
+    r = objective.reward(h, labels)
     loss = -float(r.sum()) / r.size
     if not math.isfinite(loss):
         for layer in network.layers:
             layer.forget(sid)
+        if network.input_baseline is not None:
+            network.input_baseline.forget(sid)
         raise ProtocolError(
             f"batch {sid}: the loss is not finite ({loss}); the network has diverged — lower the "
             "learning rate"
         )
-    signal = r if network.input_baseline is None else network.input_baseline.advantage(sid, r)
-    feedback = None
+    signal = r if network.input_baseline is None else network.input_baseline.reward(sid, r)
+    message = None
     for layer in reversed(network.layers):  # top-down (§10)
-        out = layer.reward(sid, signal, y)
+        out = None
+        if layer.needs_reward:
+            out = layer.reward(sid, signal, labels if layer.needs_labels else None)
         if layer.listens_to_feedback:
-            out = layer.feedback(sid, feedback)
-        feedback = out
+            out = layer.feedback(sid, message)
+        message = out
     return loss
 
 

@@ -486,7 +486,7 @@ def _check_combinations(config: dict, origin: str) -> None:
     if backend["address"] and backend["kind"] != "ray":
         raise ConfigError(f"{origin}: backend.address ({backend['address']!r}) is for the Ray "
                           f"backend, and backend.kind is {backend['kind']!r}")
-    if RULES[net["rule"]].critic and net["lr"] * net["critic_lr_ratio"] == math.inf:
+    if RULES[net["rule"]].sends_feedback and net["lr"] * net["critic_lr_ratio"] == math.inf:
         raise ConfigError(f"{origin}: the critics' learning rate network.lr x "
                           f"network.critic_lr_ratio ({net['lr']!r} x {net['critic_lr_ratio']!r}) "
                           "is not finite")

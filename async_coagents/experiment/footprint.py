@@ -150,7 +150,7 @@ def _plan(net: dict, n_in: int, n_out: int) -> tuple[list[list[int]], list[tuple
         return [[n_in, *hidden, n_out]], []
     k = {"gaussian": 1, "bernoulli": 2, "categorical": net["n_actions"]}[net["units"]]
     output = net["output"] or ("gaussian" if net["units"] == "gaussian" else "readout")
-    has_critic = RULES[net["rule"]].critic is not None
+    has_critic = RULES[net["rule"]].sends_feedback
     units, depth = net["critic_units"], net["critic_layers"]
     layers, critics, previous = [], [], n_in
     for index, width in enumerate(hidden):

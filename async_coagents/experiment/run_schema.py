@@ -16,7 +16,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from async_coagents.core.layers import LayerStats
+from async_coagents.core.agent import AgentStats
 from async_coagents.errors import CheckpointError
 
 __all__ = ["check_run_state"]
@@ -191,14 +191,16 @@ _BASELINE = tagged("name", {
 _RNG = table({"bit_generator": text, "state": table_of_anything, "has_uint32": count,
               "uinteger": count})
 _PENDING = table({
-    "x": array("f", ndim=2), "cache": list_of(optional(array("biuf"))), "out": array("f", ndim=2),
+    "x": array("f", ndim=2), "cache": list_of(optional(array("biuf"))),
+    "out": optional(array("f", ndim=2)),  # None: the input baseline sends nothing on
     "version": count, "dist": optional(_FLOATS), "action": optional(array("biuf")),
     "mask": optional(array("b", ndim=1)), "greedy": flag,
-    "reward": optional(array("f", ndim=1)), "feedback": optional(array("f", ndim=1)),
+    "reward": optional(array("f", ndim=1)),
+    "feedback": optional(array("f")),  # (B, *the message shape of the rule above)
 })
 _LAYER = {
     "name": text, "sizes": list_of(count), "params": _VECTOR, "optimizer": _OPTIMIZER,
-    "version": count, "stats": dataclass_table(LayerStats, staleness_mean=number),
+    "version": count, "stats": dataclass_table(AgentStats, staleness_mean=number),
     "accumulated": optional(_VECTOR), "accumulated_batches": count,
     "pending": list_of(pair(count, _PENDING)),
     "records": table({"applied": batch_record, "dropped": batch_record, "lost": batch_record}),
@@ -213,8 +215,7 @@ _NETWORK = table({
         "readout": {**_LAYER, "rng": optional(_RNG)},
         "grouped": {"name": text, "groups": list_of(tagged("kind", {"coagent": _COAGENT}))},
     })),
-    "input_baseline": optional(tagged("kind", {"input-baseline": {
-        "baseline": tagged("name", {"state": _STATE_BASELINE})}})),
+    "input_baseline": optional(tagged("kind", {"input-baseline": _LAYER})),
 })
 _STREAM_POSITION = table({"stream": text, "next_sid": count, "fingerprint": integer})
 _COORDINATOR = table({

@@ -1,15 +1,21 @@
-"""The agent protocol and the coordinator that streams batches through the agents.
+"""The coordinator: the schedule that streams numbered batches through the agents of one network.
 
-Messages (DESIGN "The protocol"), each addressed to one layer agent:
+Messages (DESIGN "The protocol"; the agent side is :class:`async_coagents.core.agent.Agent`):
 
 * ``forward(sid, x) -> a`` — layer i acts on batch ``sid``; its output is layer i+1's input;
-* ``reward(sid, r, y)`` — the per-example reward (and the labels) broadcast to every layer;
-* ``feedback(sid, y_i)`` — one scalar per example from layer i+1 to layer i (critic rules); it is
-  the value returned by layer i+1's call that completed the batch.
+* ``reward(sid, r, labels)`` — the per-example reward, to every layer that needs it (the labels
+  only to a supervised learner, which needs them);
+* ``feedback(sid, message)`` — from layer i+1 to layer i (critic rules); it is the value returned
+  by layer i+1's call that completed the batch.
+
+With the input-state baseline (§3.4) the coordinator also forwards every batch's input to the
+input-baseline agent and broadcasts the advantage it answers instead of ``r``; that agent lives in
+the coordinator's process on every backend.
 
 :class:`Coordinator` owns the schedule, written once for every backend: a backend only provides a
-:class:`Transport` that delivers messages (directly in process, or as Ray actor calls) and never
-computes anything itself. Asynchrony is explicit and reproducible:
+transport (:class:`async_coagents.backends.base.Transport`) that delivers messages (directly in
+process, or as Ray actor calls) and never computes anything itself. Asynchrony is explicit and
+reproducible:
 
 * ``window`` W — at most W batches are in flight (forwarded, reward not yet delivered); when the
   window is full the oldest reward is delivered before the next forward;
@@ -19,11 +25,6 @@ computes anything itself. Asynchrony is explicit and reproducible:
 With W = 1 and D = 0 the order of messages is the synchronous reference of §10. Because one
 coordinator submits every message in a fixed order and every agent handles its messages in order,
 the run is deterministic on every transport.
-
-A layer that neither sends nor takes feedback receives nothing between its reward and its next
-forward, so its reward rides with that forward (one call instead of two; the layer sees exactly
-the same sequence of messages). Held rewards are flushed before an evaluation, a checkpoint and at
-the end of the stream.
 """
 
 from __future__ import annotations
@@ -35,26 +36,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from async_coagents.core.metrics import LayerActivity, evaluate_with
 from async_coagents.core.objectives import Classification, Regression
 from async_coagents.errors import CheckpointError, ConfigError, ProtocolError
 
-Reward = tuple[int, np.ndarray, np.ndarray]  # (sid, r, y)
+Reward = tuple[int, np.ndarray, np.ndarray | None]  # (sid, r, labels or None)
 
 
-class Transport(Protocol):
-    """How messages reach the layer agents. Handles are values (in process) or futures (Ray)."""
+class Messages(Protocol):
+    """What the coordinator needs from a transport. Handles are values (in process) or futures
+    (Ray); ``listens_to_feedback[i]`` and ``needs_reward[i]`` are layer i's routing."""
 
     listens_to_feedback: list[bool]
-    sends_feedback: list[bool]
+    needs_reward: list[bool]
 
-    def forward(self, layer: int, sid: int, x: Any, rewards: list[Reward]) -> Any:
-        """Deliver ``rewards`` (in order), then forward batch ``sid``; returns the output handle."""
-    def reward(self, layer: int, sid: int, r: np.ndarray, y: np.ndarray) -> Any: ...
-    def deliver(self, layer: int, rewards: list[Reward]) -> None: ...
-    def feedback(self, layer: int, sid: int, y: Any) -> Any: ...
+    def forward(self, layer: int, sid: int, x: Any) -> Any: ...
+    def reward(self, layer: int, sid: int, r: np.ndarray, labels: np.ndarray) -> Any: ...
+    def feedback(self, layer: int, sid: int, message: Any) -> Any: ...
     def fetch(self, handle: Any) -> np.ndarray: ...
-    def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, list[LayerActivity]]: ...
 
 
 @dataclass
@@ -64,7 +62,7 @@ class InFlight:
     sid: int
     index: int  # position in the coordinator's forward order
     output: Any  # handle of the prediction
-    y: np.ndarray
+    labels: np.ndarray
     size: int
 
 
@@ -83,7 +81,7 @@ class Completed:
 class Coordinator:
     """Streams numbered batches through the layer agents of one network (see module docstring)."""
 
-    def __init__(self, transport: Transport, objective: Classification | Regression, *,
+    def __init__(self, transport: Messages, objective: Classification | Regression, *,
                  input_baseline=None, window: int = 1, reward_delay: int = 0) -> None:
         if not isinstance(window, int) or window < 1:
             raise ConfigError(f"window must be an integer >= 1, got {window!r}")
@@ -101,18 +99,14 @@ class Coordinator:
         self.reward_delay = reward_delay
         self.forwards = 0
         self.inflight: deque[InFlight] = deque()
-        n = len(transport.listens_to_feedback)
-        self.rides_with_forward = [not (transport.listens_to_feedback[i] or
-                                        transport.sends_feedback[i]) for i in range(n)]
-        self.held: list[list[Reward]] = [[] for _ in range(n)]
 
     @property
     def n_layers(self) -> int:
         return len(self.transport.listens_to_feedback)
 
-    def submit(self, sid: int, x: np.ndarray, y: np.ndarray) -> list[Completed]:
+    def submit(self, sid: int, x: np.ndarray, labels: np.ndarray) -> list[Completed]:
         """Forward batch ``sid``; deliver the rewards that are due. Returns the completed batches."""
-        y = self.objective.check_target(y, len(x))
+        labels = self.objective.check_target(labels, len(x))
         done = []
         while len(self.inflight) >= self.window:
             done.append(self._deliver(self.inflight.popleft()))
@@ -120,9 +114,8 @@ class Coordinator:
             self.input_baseline.forward(sid, x)
         h = x
         for layer in range(self.n_layers):
-            held, self.held[layer] = self.held[layer], []
-            h = self.transport.forward(layer, sid, h, held)
-        self.inflight.append(InFlight(sid, self.forwards, h, y, len(x)))
+            h = self.transport.forward(layer, sid, h)
+        self.inflight.append(InFlight(sid, self.forwards, h, labels, len(x)))
         while self.inflight and self.inflight[0].index + self.reward_delay <= self.forwards:
             done.append(self._deliver(self.inflight.popleft()))
         self.forwards += 1
@@ -133,49 +126,37 @@ class Coordinator:
         done = []
         while self.inflight:
             done.append(self._deliver(self.inflight.popleft()))
-        self.flush()
         return done
-
-    def flush(self) -> None:
-        """Send the rewards that were waiting to ride with a forward."""
-        for layer, held in enumerate(self.held):
-            if held:
-                self.held[layer] = []
-                self.transport.deliver(layer, held)
 
     def _deliver(self, batch: InFlight) -> Completed:
         prediction = self.transport.fetch(batch.output)
-        r = self.objective.reward(prediction, batch.y)
+        r = self.objective.reward(prediction, batch.labels)
         loss = -float(r.sum()) / r.size
         if not math.isfinite(loss):  # not a reward any agent can learn from: none is sent
             return Completed(batch.sid, loss, batch.size, rewarded=False)
         signal = r
         if self.input_baseline is not None:
-            signal = self.input_baseline.advantage(batch.sid, r)
-        feedback = None
+            signal = self.input_baseline.reward(batch.sid, r)
+            if signal is None:
+                raise ProtocolError(f"batch {batch.sid}: the input baseline no longer holds its "
+                                    "input (evicted); raise network.max_pending")
+        message = None
+        transport = self.transport
         for layer in range(self.n_layers - 1, -1, -1):  # top-down (§10)
-            if self.rides_with_forward[layer]:
-                self.held[layer].append((batch.sid, signal, batch.y))
-                feedback = None
-                continue
-            out = self.transport.reward(layer, batch.sid, signal, batch.y)
-            if self.transport.listens_to_feedback[layer]:
-                out = self.transport.feedback(layer, batch.sid, feedback)
-            feedback = out
+            out = None
+            if transport.needs_reward[layer]:
+                out = transport.reward(layer, batch.sid, signal, batch.labels)
+            if transport.listens_to_feedback[layer]:
+                out = transport.feedback(layer, batch.sid, message)
+            message = out
         return Completed(batch.sid, loss, batch.size)
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, **kwargs) -> dict:
-        """Greedy evaluation at this point of the message order (no side effects on learning)."""
-        self.flush()
-        return evaluate_with(self.transport.evaluate, self.objective, x, y, **kwargs)
-
     def state_dict(self) -> dict:
-        """The schedule's state (held rewards are flushed first, so agents hold them)."""
-        self.flush()
+        """The schedule's state: the batches in flight and their predictions."""
         return {
             "forwards": self.forwards,
             "inflight": [{"sid": b.sid, "index": b.index, "output": self.transport.fetch(b.output),
-                          "y": b.y, "size": b.size} for b in self.inflight],
+                          "y": b.labels, "size": b.size} for b in self.inflight],
         }
 
     def load_state_dict(self, state: dict) -> None:

@@ -1,0 +1,181 @@
+"""What every coordinated backend shares: the transport base (routing, and rewards that ride with
+the next forward) and :class:`CoordinatedBackend`, the backend API the experiment drives.
+
+A backend only places agents and moves messages: a subclass of :class:`Transport` delivers them
+(direct calls in process, actor calls on Ray), and a subclass of :class:`CoordinatedBackend` says
+how agents' state is read back from where they run (:meth:`~CoordinatedBackend._pull`) and sent
+there (:meth:`~CoordinatedBackend._push`). Everything else — the coordinator's wiring, evaluation,
+accounting, staleness, checkpoints and the §5.4 switch after pre-training — is written here once.
+
+A layer that neither sends nor takes feedback receives nothing between its reward and its next
+forward, so its reward rides with that forward (one call instead of two; the layer sees exactly
+the same sequence of messages). That is this module's optimisation: the rewards held for it are
+delivered before anything reads an agent (evaluation, accounting, state), so no reader ever sees
+an agent that is behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from async_coagents.coordinator import Completed, Coordinator, Reward
+from async_coagents.core.metrics import LayerActivity, evaluate_with
+from async_coagents.core.network import Network
+from async_coagents.core.trainer import copy_pretrained, switch_to_sgd
+
+
+class Transport:
+    """Delivers the coordinator's messages to the layer agents of ``network`` (routing is read
+    from the agents). Subclasses implement the ``_send_*`` methods, :meth:`fetch` and
+    :meth:`evaluate`."""
+
+    def __init__(self, network: Network) -> None:
+        layers = network.layers
+        self.listens_to_feedback = [bool(layer.listens_to_feedback) for layer in layers]
+        self.sends_feedback = [bool(layer.sends_feedback) for layer in layers]
+        self.needs_reward = [bool(layer.needs_reward) for layer in layers]
+        self.needs_labels = [bool(getattr(layer, "needs_labels", False)) for layer in layers]
+        self.rides_with_forward = [not (listens or sends) for listens, sends in
+                                   zip(self.listens_to_feedback, self.sends_feedback, strict=True)]
+        self.held: list[list[Reward]] = [[] for _ in layers]
+
+    # ---- what the coordinator calls -----------------------------------------------------------
+    def forward(self, layer: int, sid: int, x: Any) -> Any:
+        """The rewards held for ``layer`` (in order), then the forward of batch ``sid``."""
+        held, self.held[layer] = self.held[layer], []
+        return self._send_forward(layer, sid, x, held)
+
+    def reward(self, layer: int, sid: int, r: np.ndarray, labels: np.ndarray) -> Any:
+        """The reward of batch ``sid`` (with its labels for a layer that needs them); returns the
+        handle of the layer's message for the layer below, if it sends one."""
+        message = (sid, r, labels if self.needs_labels[layer] else None)
+        if self.rides_with_forward[layer]:
+            self.held[layer].append(message)
+            return None
+        return self._send_reward(layer, *message)
+
+    def feedback(self, layer: int, sid: int, message: Any) -> Any:
+        return self._send_feedback(layer, sid, message)
+
+    def deliver_held(self) -> None:
+        """Send every reward still waiting to ride with a forward."""
+        for layer, held in enumerate(self.held):
+            if held:
+                self.held[layer] = []
+                self._send_rewards(layer, held)
+
+    # ---- what a transport implements ----------------------------------------------------------
+    def _send_forward(self, layer: int, sid: int, x: Any, rewards: list[Reward]) -> Any:
+        raise NotImplementedError
+
+    def _send_reward(self, layer: int, sid: int, r: np.ndarray, labels) -> Any:
+        raise NotImplementedError
+
+    def _send_rewards(self, layer: int, rewards: list[Reward]) -> None:
+        raise NotImplementedError
+
+    def _send_feedback(self, layer: int, sid: int, message: Any) -> Any:
+        raise NotImplementedError
+
+    def fetch(self, handle: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, list[LayerActivity]]:
+        """Greedy prediction and each hidden layer's activity, as ``Network.measure``."""
+        raise NotImplementedError
+
+
+class CoordinatedBackend:
+    """One network driven by a :class:`Coordinator` over ``transport``.
+
+    ``network`` is the driver's copy of the agents: the agents themselves (local) or a mirror
+    refreshed from where they run by :meth:`_pull` and sent back by :meth:`_push` (Ray).
+    """
+
+    name = "base"
+
+    def __init__(self, network: Network, transport: Transport, *, window: int = 1,
+                 reward_delay: int = 0) -> None:
+        self.network = network
+        self.transport = transport
+        self.coordinator = Coordinator(transport, network.objective,
+                                       input_baseline=network.input_baseline, window=window,
+                                       reward_delay=reward_delay)
+
+    # ---- what a backend implements ------------------------------------------------------------
+    def _settle(self) -> None:
+        """Make every message sent so far reach its agent (rewards held for a forward included)."""
+        self.transport.deliver_held()
+
+    def _pull(self) -> None:
+        """Refresh :attr:`network` from the agents where they run (nothing to do in process)."""
+
+    def _push(self) -> None:
+        """Send :attr:`network`'s state to the agents where they run (nothing to do in process)."""
+
+    def _reports(self) -> list[dict]:
+        return [agent.report() for agent in self.network.agents]
+
+    def _staleness(self) -> list[tuple[float | None, int | None]]:
+        return [agent.take_staleness() for agent in self.network.agents]
+
+    def _placement(self) -> list[dict]:
+        return [{"name": agent.name, "node_id": "local"} for agent in self.network.agents]
+
+    def _checkpoint_agents(self) -> None:
+        """Let the agents save themselves where they run (Ray's per-actor checkpoints)."""
+
+    # ---- the backend API ----------------------------------------------------------------------
+    def submit(self, sid: int, x: np.ndarray, labels: np.ndarray) -> list[Completed]:
+        return self.coordinator.submit(sid, x, labels)
+
+    def finish(self) -> list[Completed]:
+        done = self.coordinator.finish()
+        self._settle()
+        return done
+
+    def evaluate(self, x: np.ndarray, labels: np.ndarray, **kwargs) -> dict:
+        """Greedy evaluation at this point of the message order (no side effects on learning)."""
+        self._settle()
+        return evaluate_with(self.transport.evaluate, self.network.objective, x, labels, **kwargs)
+
+    def layer_stats(self) -> list[dict]:
+        """Per layer agent: name and the counters of :class:`~async_coagents.core.agent.AgentStats`."""
+        self._settle()
+        return self._reports()
+
+    def take_staleness(self) -> list[tuple[float | None, int | None]]:
+        """Per layer agent, mean and max staleness since the previous call (None without
+        updates)."""
+        self._settle()
+        return self._staleness()
+
+    def describe(self) -> dict:
+        """Where the agents run."""
+        return {"backend": self.name, "placement": self._placement()}
+
+    def load_pretrained(self, twin: Network, lr_divisor: float = 128.0) -> None:
+        """The §5.4 switch: take the backprop twin's weights, then plain SGD with lr / 128.
+        Rewards held for a forward stay held: they reach their layers after the switch."""
+        self._pull()
+        if twin is not self.network:
+            copy_pretrained(self.network, twin)
+        switch_to_sgd(self.network, lr_divisor)
+        self._push()
+
+    def state_dict(self) -> dict:
+        self._settle()
+        coordinator = self.coordinator.state_dict()
+        self._checkpoint_agents()
+        self._pull()
+        return {"network": self.network.state_dict(), "coordinator": coordinator}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_state_dict(state["network"])
+        self._push()
+        self.coordinator.load_state_dict(state["coordinator"])
+
+    def close(self) -> None:
+        return None

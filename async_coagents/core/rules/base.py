@@ -1,0 +1,158 @@
+"""What a learning rule is: :class:`Rule`, the :class:`Step` it learns from and the
+:class:`RuleSettings` it is built from.
+
+A rule answers three questions about one batch of its layer (`paper_method.md` §3.0, §10):
+
+1. :meth:`Rule.message` — what the layer sends the layer below (critic rules: learn the critic,
+   then evaluate it), an array ``(B, *message_shape)``;
+2. :meth:`Rule.signal` — the return signal ``G (B,)`` of the layer's policy step, whose surrogate
+   is ``J = -(1/B) sum_b G_b sum_u log pi(a_bu | s_b)`` (§3.0; the layer takes the step);
+3. :meth:`Rule.after_step` — what it learns after the step (the baseline).
+
+Routing follows from the class: a rule that overrides :meth:`message` sends feedback (so the layer
+below listens to it); :meth:`needs_reward` says whether its layer takes the broadcast reward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from async_coagents.core.baselines import EmaBaseline, NoBaseline, StateBaseline
+from async_coagents.core.critics import ActionValueCritic
+from async_coagents.core.optim import Optimizer
+from async_coagents.errors import CheckpointError
+
+
+class Step:
+    """One batch of a layer, as its rule sees it.
+
+    ``state`` ``s_i`` ``(B, n_in)``; ``out`` ``phi(a_i)`` ``(B, U)``; ``dist`` and ``action`` the
+    (pre-update) policy and the sampled action; ``reward`` ``r (B,)`` (``None`` for a layer that
+    does not take it); ``feedback`` the message of the layer above (``None`` for a layer that does
+    not listen); ``unit`` the unit family and ``dtype`` the layer's; ``applied`` the batches the
+    layer learnt from before this one.
+    """
+
+    __slots__ = ("action", "applied", "dist", "dtype", "feedback", "out", "reward", "state",
+                 "unit")
+
+    def __init__(self, state, out, dist, action, reward, feedback, unit, dtype, applied) -> None:
+        self.state, self.out, self.dist, self.action = state, out, dist, action
+        self.reward, self.feedback = reward, feedback
+        self.unit, self.dtype, self.applied = unit, dtype, applied
+
+    def greedy_out(self) -> np.ndarray:
+        """``phi(g(s))``: the layer's greedy action under the policy that sampled the batch."""
+        return self.unit.transition(self.unit.greedy(self.dist), self.dtype)
+
+
+@dataclass(frozen=True)
+class RuleSettings:
+    """What the network builder tells a rule about its layer and the spec's rule options."""
+
+    n_state: int  # width of the layer's input s_i
+    n_units: int  # units of the layer (the width of phi(a_i))
+    dtype: np.dtype
+    credits_below: bool  # a coagent layer below listens to this layer's message
+    optimizer: Callable[[int, float], Optimizer]  # (size, lr) -> a fresh optimizer of the spec
+    lr: float = 2.0 ** -11
+    baseline_decay: float = 0.99
+    reinforce_updates: int = 0
+    critic_layers: int = 1
+    critic_units: int = 1024
+    critic_lr_ratio: float = 2.0
+    critic_rng: Callable[[], np.random.Generator] | None = None  # the critic's init stream
+
+    def ema_baseline(self) -> EmaBaseline:
+        return EmaBaseline(self.baseline_decay)
+
+    def state_baseline(self) -> StateBaseline:
+        return StateBaseline(self.n_state, self.optimizer(self.n_state + 1, self.lr), self.dtype)
+
+    def critic(self) -> ActionValueCritic:
+        return ActionValueCritic(
+            self.n_state, self.n_units, self.critic_layers, self.critic_units,
+            lambda size: self.optimizer(size, self.lr * self.critic_lr_ratio),
+            rng=self.critic_rng(), dtype=self.dtype)
+
+
+class Rule:
+    """A learning rule of one coagent layer (see the module docstring).
+
+    Class attributes a subclass sets: ``name`` (its registry key), ``section`` (of
+    ``paper_method.md``), ``summary`` (one line), ``reconstruction`` (§3.9: not in the paper's
+    code), ``reinforce_phase`` (takes ``reinforce_updates``), ``broadcasts_advantage`` (the network
+    input's ``V(x)`` turns the reward into an advantage before it is broadcast, §3.4).
+    ``target_policy`` states which downstream action a critic rule's message evaluates
+    (``"sampled"`` §3.6 or ``"greedy"`` §3.7); the check suite holds :meth:`message` to it.
+    """
+
+    name: ClassVar[str] = ""
+    section: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    reconstruction: ClassVar[bool] = False
+    reinforce_phase: ClassVar[bool] = False
+    broadcasts_advantage: ClassVar[bool] = False
+    target_policy: ClassVar[str | None] = None
+    sends_feedback: ClassVar[bool] = False  # derived: the class overrides message()
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.sends_feedback = cls.message is not Rule.message
+
+    def __init__(self) -> None:
+        self.baseline: NoBaseline | EmaBaseline | StateBaseline = NoBaseline()
+        self.critic: ActionValueCritic | None = None
+
+    @classmethod
+    def build(cls, settings: RuleSettings) -> Rule:
+        """The rule of one layer (the builder's entry point)."""
+        return cls()
+
+    # ---- routing ------------------------------------------------------------------------------
+    @property
+    def sends(self) -> bool:
+        """This layer's rule sends a message to the layer below (it has someone to credit)."""
+        return type(self).sends_feedback and self.critic is not None
+
+    def needs_reward(self, listens: bool) -> bool:
+        """Whether the layer takes the broadcast reward, given that it listens to the layer above."""
+        return True
+
+    def message_shape(self, n_units_below: int) -> tuple[int, ...]:
+        """Per-example shape of :meth:`message`: ``()`` one scalar per example, ``(n_units_below,)``
+        one value per unit of the receiving layer."""
+        return ()
+
+    # ---- learning -----------------------------------------------------------------------------
+    def returns(self, step: Step) -> np.ndarray:
+        """``R (B,)``: the return the layer's signal is built from (before any baseline)."""
+        return step.reward
+
+    def message(self, step: Step) -> np.ndarray | None:
+        """The message for the layer below, computed before the policy step (§10)."""
+        return None
+
+    def signal(self, step: Step) -> np.ndarray:
+        """``G (B,)`` of the policy step (with the pre-update baseline)."""
+        raise NotImplementedError
+
+    def after_step(self, step: Step) -> None:
+        """Learning after the policy step (the baseline's update)."""
+        return None
+
+    # ---- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"baseline": self.baseline.state_dict(),
+                "critic": None if self.critic is None else self.critic.state_dict()}
+
+    def load_state_dict(self, state: dict, owner: str = "layer") -> None:
+        self.baseline.load_state_dict(state["baseline"])
+        if (state["critic"] is None) != (self.critic is None):
+            raise CheckpointError(f"{owner}: checkpoint and network disagree on the critic")
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
