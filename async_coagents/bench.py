@@ -2,7 +2,8 @@
 backends. Benchmarks print measurements; they are never tests with time limits.
 
 Each benchmark builds its network and stream, warms up, then times a fixed number of updates of
-the synchronous reference path (the engine) or of a backend's coordinator path.
+the local backend with one batch in flight (the engine: the synchronous step, as runs take it) or
+of a backend with a window.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from async_coagents.backends.local import LocalBackend
 from async_coagents.core.network import NetworkSpec, build_network
-from async_coagents.core.trainer import train_step
 from async_coagents.data import CorrelatedStream
 
 #: The paper's own code on this project's development machine (paper_method.md; DESIGN).
@@ -73,32 +74,32 @@ def mnist_offpolicy_spec() -> NetworkSpec:
 def bench_correlated(quick: bool) -> Result:
     """Engine updates/s on the correlated stream, data generation included (d = 0.95)."""
     updates = 10_000 if quick else 50_000
-    net = build_network(correlated_spec(), 0)
+    backend = LocalBackend(build_network(correlated_spec(), 0))
     stream = CorrelatedStream(0.95, 200, 1600, 32, seed=0)
 
     def step(i: int) -> None:
         batch = next(stream)
-        train_step(net, batch.sid, batch.x, batch.y)
+        backend.submit(batch.sid, batch.x, batch.y)
 
     seconds = _time(step, 1000, updates)
     return Result("correlated-engine", "1x50 Gaussian ReLU, batch 32, RMSprop, EMA baseline, "
-                  "stream included (synchronous engine)", updates, seconds, 32)
+                  "stream included (local backend, one batch in flight)", updates, seconds, 32)
 
 
 def bench_mnist_offpolicy(quick: bool) -> Result:
     """Engine updates/s of the paper's MNIST off-policy configuration on MNIST-shaped inputs."""
     updates = 300 if quick else 2000
-    net = build_network(mnist_offpolicy_spec(), 0)
+    backend = LocalBackend(build_network(mnist_offpolicy_spec(), 0))
     rng = np.random.default_rng(0)
     xs = rng.uniform(-1, 1, size=(64, 32, 784)).astype(np.float32)
     ys = rng.integers(0, 10, size=(64, 32))
 
     def step(i: int) -> None:
-        train_step(net, i, xs[i % 64], ys[i % 64])
+        backend.submit(i, xs[i % 64], ys[i % 64])
 
     seconds = _time(step, 50, updates)
     return Result("mnist-offpolicy-engine", "3x64 Bernoulli, critics 1x1024, batch 32, RMSprop "
-                  "(synchronous engine)", updates, seconds, 32)
+                  "(local backend, one batch in flight)", updates, seconds, 32)
 
 
 def backend_spec() -> NetworkSpec:
@@ -145,7 +146,6 @@ def _random_batches(batch: int, n_inputs: int = 784, n_classes: int = 10, count:
 def bench_backends(quick: bool) -> list[Result]:
     """The same network through the local backend and the Ray backend, batch 32 and batch 1,
     one batch in flight and a pipelined window of 8 (reward delay 7)."""
-    from async_coagents.backends.local import LocalBackend
 
     results = []
     with ray_instance():
@@ -186,7 +186,6 @@ def pipeline_spec() -> NetworkSpec:
 def local_pipeline_seconds(updates: int) -> float:
     """Seconds for ``updates`` batches of the wide network through the local backend, in this
     process as it is (its CPU affinity and BLAS threads)."""
-    from async_coagents.backends.local import LocalBackend
 
     xs, ys = _random_batches(32, count=16)
     local = LocalBackend(build_network(pipeline_spec(), 0), window=1, reward_delay=0)

@@ -34,7 +34,6 @@ from async_coagents.core.mlp import MLP
 from async_coagents.core.network import Network, NetworkSpec, build_network
 from async_coagents.core.optim import SGD
 from async_coagents.core.rules import RULES, Rule, Step, register
-from async_coagents.core.trainer import train_step
 
 Factory = Callable[[int], Network]
 STEPS = 6
@@ -79,9 +78,17 @@ def params(net: Network) -> list[np.ndarray]:
     return arrays
 
 
+def train_in_process(net: Network, data) -> list[float]:
+    """Train ``net`` on ``data`` (``(sid, x, labels)`` batches) the way a run does, through the
+    local backend with one batch in flight; every reward is delivered when this returns. Returns
+    each batch's loss ``-mean(r)``."""
+    backend = LocalBackend(net)
+    losses = [c.loss for sid, x, labels in data for c in backend.submit(sid, x, labels)]
+    return losses + [c.loss for c in backend.finish()]
+
+
 def run(net: Network, data) -> Network:
-    for sid, x, labels in data:
-        train_step(net, sid, x, labels)
+    train_in_process(net, data)
     return net
 
 

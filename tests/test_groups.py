@@ -8,9 +8,9 @@ from async_coagents.core import seeding
 from async_coagents.core.groups import GroupedLayer, split_layer
 from async_coagents.core.metrics import evaluate
 from async_coagents.core.network import NetworkSpec, build_network
-from async_coagents.core.trainer import train_step
 from async_coagents.data import UniformPatterns, multiplexer
 from async_coagents.errors import ConfigError
+from async_coagents.testing import train_in_process
 
 
 @pytest.mark.parametrize("units, per_group", [("bernoulli", 3), ("categorical", 1),
@@ -38,10 +38,8 @@ def test_one_agent_per_unit_still_learns_the_multiplexer():
                        units_per_agent=1)
     net = build_network(spec, 0)
     assert len(net.agents) == 33  # 32 single-unit agents and the read-out
-    for batch in UniformPatterns(task.train, 32, 0):
-        train_step(net, batch.sid, batch.x, batch.y)
-        if batch.sid == 2999:
-            break
+    stream = UniformPatterns(task.train, 32, 0)
+    train_in_process(net, ((b.sid, b.x, b.y) for b, _ in zip(stream, range(3000), strict=False)))
     assert evaluate(net, task.test.x, task.test.y)["accuracy"] >= 0.95
 
 

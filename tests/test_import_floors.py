@@ -7,7 +7,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["async_coagents.core.trainer", "async_coagents.core.network",
+@pytest.mark.parametrize("module", ["async_coagents.core.network", "async_coagents.core.pretraining",
                                     "async_coagents.data"])
 def test_module_does_not_import_ray(module):
     code = f"import {module}, sys; assert 'ray' not in sys.modules, 'ray was imported'"

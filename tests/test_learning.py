@@ -7,19 +7,17 @@ import pytest
 
 from async_coagents.core.metrics import evaluate
 from async_coagents.core.network import NetworkSpec, build_network
-from async_coagents.core.trainer import train_step
 from async_coagents.data import UniformPatterns, multiplexer
 from async_coagents.data.datasets import Split
+from async_coagents.testing import train_in_process
 
 pytestmark = pytest.mark.slow
 
 
 def train(net, stream, updates):
-    for batch in stream:
-        train_step(net, batch.sid, batch.x, batch.y)
-        if batch.sid + 1 == updates:
-            return net
-    raise AssertionError("stream ended early")
+    batches = ((b.sid, b.x, b.y) for b, _ in zip(stream, range(updates), strict=False))
+    train_in_process(net, batches)
+    return net
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

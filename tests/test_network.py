@@ -5,13 +5,14 @@ input-state and layer-state baselines (§3.4, §3.5) and backprop pre-training (
 import numpy as np
 import pytest
 
+from async_coagents.backends.local import LocalBackend
 from async_coagents.core.baselines import EmaBaseline, StateBaseline
 from async_coagents.core.layers import BackpropNetwork, CoagentLayer, Readout
 from async_coagents.core.network import NetworkSpec, build_network
 from async_coagents.core.optim import SGD
 from async_coagents.core.rules import RULES
-from async_coagents.core.trainer import SyncTrainer, train_step
 from async_coagents.errors import CheckpointError, ConfigError
+from async_coagents.testing import train_in_process
 
 BASE = dict(n_inputs=5, n_outputs=3, hidden=(8, 6))
 
@@ -124,7 +125,7 @@ def test_layer_baseline_gives_every_coagent_layer_its_own_linear_value():
     assert [b.value_fn.n_in for b in baselines] == [4, 6]
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(8, 4)), rng.normal(size=8)
-    train_step(net, 0, x, y)
+    train_in_process(net, [(0, x, y)])
     assert all(b.value_fn.params.any() for b in baselines)  # each regressed toward r
 
 
@@ -149,36 +150,35 @@ def test_pretraining_copies_the_mlp_and_switches_to_sgd_lr_over_128():
                        lr=0.01, dtype="float64")
     net = build_network(spec, 0)
     twin = build_network(spec.pretraining_twin(), 0)
-    trainer = SyncTrainer(net, pretrain=twin, pretrain_updates=5)
     rng = np.random.default_rng(2)
-    for sid in range(6):
-        x = rng.normal(size=(4, 2))
-        if sid == 5:  # the switch happens before this batch: snapshot the twin's weights
-            twin_params = np.concatenate([layer.net.params for layer in twin.layers])
-        assert trainer.active is (twin if sid < 5 else net)
-        trainer.step(sid, x, np.sin(x[:, 0]))
+    xs = [rng.normal(size=(4, 2)) for _ in range(5)]
+    train_in_process(twin, [(sid, x, np.sin(x[:, 0])) for sid, x in enumerate(xs)])
     assert twin.output.version == 5
+    LocalBackend(net).load_pretrained(twin)
     assert all(isinstance(layer.optimizer, SGD) and layer.optimizer.lr == 0.01 / 128
                for layer in net.layers)
-    # one SGD step away from the copied weights
-    copied = np.concatenate([layer.net.params for layer in net.layers])
-    assert np.abs(copied - twin_params).max() < 0.01
+    copied = [a for layer in net.layers for pair in zip(layer.net.weights, layer.net.biases,
+                                                        strict=True) for a in pair]
+    learnt = [a for layer in twin.layers for pair in zip(layer.net.weights, layer.net.biases,
+                                                         strict=True) for a in pair]
+    for a, b in zip(copied, learnt, strict=True):
+        np.testing.assert_array_equal(a, b)  # the twin's affine maps, in order (§5.4)
 
 
 def test_pretraining_a_discrete_network_is_refused():
     spec = NetworkSpec(**BASE)
-    trainer = SyncTrainer(build_network(spec, 0),
-                          pretrain=build_network(spec.pretraining_twin(), 0), pretrain_updates=1)
-    trainer.step(0, np.zeros((2, 5)), np.array([0, 1]))
+    twin = build_network(spec.pretraining_twin(), 0)
+    train_in_process(twin, [(0, np.zeros((2, 5), np.float32), np.array([0, 1]))])
     with pytest.raises(ConfigError, match="line up with a plain MLP"):
-        trainer.step(1, np.zeros((2, 5)), np.array([0, 1]))
+        LocalBackend(build_network(spec, 0)).load_pretrained(twin)
 
 
 def test_ema_baseline_is_one_copy_per_layer_and_copies_agree():
     net = build_network(NetworkSpec(**BASE, rule="baseline"), 0)
     rng = np.random.default_rng(3)
     for sid in range(5):
-        train_step(net, sid, rng.normal(size=(4, 5)).astype(np.float32), rng.integers(0, 3, 4))
+        train_in_process(net, [(sid, rng.normal(size=(4, 5)).astype(np.float32),
+                               rng.integers(0, 3, 4))])
     values = [layer.baseline.value for layer in net.layers[:-1]]
     assert all(isinstance(layer.baseline, EmaBaseline) for layer in net.layers[:-1])
     assert values[0] == values[1] and values[0] is not None
@@ -198,6 +198,6 @@ def test_every_rule_builds_and_trains_one_step():
     for name in RULES:
         extra = {"reinforce_updates": 2} if RULES[name].reinforce_phase else {}
         net = build_network(NetworkSpec(**BASE, rule=name, critic_units=8, **extra), 0)
-        loss = train_step(net, 0, np.ones((2, 5), np.float32), np.array([0, 2]))
+        (loss,) = train_in_process(net, [(0, np.ones((2, 5), np.float32), np.array([0, 2]))])
         assert np.isfinite(loss)
         assert all(layer.pending == 0 for layer in net.layers)

@@ -23,7 +23,7 @@ import numpy as np
 from async_coagents.coordinator import Completed, Coordinator, Reward
 from async_coagents.core.metrics import LayerActivity, evaluate_with
 from async_coagents.core.network import Network
-from async_coagents.core.trainer import copy_pretrained, switch_to_sgd
+from async_coagents.core.pretraining import copy_pretrained, switch_to_sgd
 
 
 class Transport:

@@ -12,7 +12,6 @@ position). Ctrl-C stops at the next batch boundary, writes the checkpoint and th
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,17 +23,16 @@ from async_coagents.backends.local import LocalBackend
 from async_coagents.checkpoint import save_checkpoint
 from async_coagents.core.metrics import LAYER_METRICS, evaluate
 from async_coagents.core.network import Network, build_network
-from async_coagents.core.trainer import train_step
 from async_coagents.errors import CheckpointError, ConfigError, DivergedError, ProtocolError
 from async_coagents.experiment.divergence import DivergenceCriterion, reference_loss
 from async_coagents.experiment.footprint import memory_backstop
+from async_coagents.experiment.phases import CoagentTraining, Pretraining
 from async_coagents.experiment.progress import Progress
 from async_coagents.experiment.rundir import CONFIG, RunDirectory
 from async_coagents.experiment.rundir import write_json as _write_json
+from async_coagents.experiment.signals import StopRequest
 from async_coagents.experiment.workload import Workload, build_workload, network_spec
 
-#: Signals that stop a run at the next batch boundary with its checkpoint written.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +53,10 @@ class Counters:
 
 
 class Run:
-    """Builds everything a validated config needs and runs it into a :class:`RunDirectory`."""
+    """Builds everything a validated config needs and runs it into a :class:`RunDirectory`: a
+    small loop over the run's phases (:mod:`~async_coagents.experiment.phases`), evaluating and
+    checkpointing, with the divergence criterion, the accounting of every batch and the stop
+    signals (:mod:`~async_coagents.experiment.signals`) each in their own piece."""
 
     def __init__(self, config: dict, directory: RunDirectory, *, progress: bool | None = None,
                  data_dir: str | None = None) -> None:
@@ -67,19 +68,36 @@ class Run:
             self.spec = network_spec(config, self.workload)
             seed = config["run"]["seed"]
             self.network: Network = build_network(self.spec, seed)
-        self.backend = make_backend(config, self.network, directory.path)
         self.pretrain_updates = config["run"]["pretrain_updates"]
         if self.pretrain_updates >= self.workload.updates:
             raise ConfigError(f"run.pretrain_updates ({self.pretrain_updates}) must be smaller "
                               f"than the run's {self.workload.updates} updates")
-        self.twin = build_network(self.spec.pretraining_twin(), seed) if self.pretrain_updates \
-            else None
+        self.backend = make_backend(config, self.network, directory.path)
+        self.coagent = CoagentTraining(self.backend, self.pretrain_updates)
+        self.pretraining = None
+        if self.pretrain_updates:
+            synchronous = {**config, "backend": {**config["backend"], "window": 1,
+                                                 "reward_delay": 0}}
+            self.pretraining = Pretraining(
+                build_network(self.spec.pretraining_twin(), seed), self.pretrain_updates,
+                lambda twin, agents: make_backend(synchronous, twin, directory.path, agents))
         self.state = Counters()
         self.show_progress = progress
         self.checkpoint_every = config["run"]["checkpoint_every"]
-        self._stop_requested = False
+        self.stop = StopRequest()
         # its reference, the step-0 evaluation loss, is known once the run starts (run())
         self._divergence = DivergenceCriterion(config["run"]["diverge_factor"])
+
+    @property
+    def phase(self) -> Pretraining | CoagentTraining:
+        """The phase of the current update: pre-training until the hand-over, then coagents."""
+        if self.pretraining is not None and not self.state.switched:
+            return self.pretraining
+        return self.coagent
+
+    def request_stop(self) -> None:
+        """Stop at the next batch boundary, as Ctrl-C does."""
+        self.stop.request()
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> dict:
@@ -104,29 +122,29 @@ class Run:
         status, error, diverged = "completed", None, None
         started = time.perf_counter()
         wall_at_start = s.wall_s
-        previous = self._trap_stop_signals()
         try:
-            while s.updates < w.updates:
-                if self._stop_requested:
-                    status = "interrupted"
-                    break
-                batch = next(w.stream)
-                t0 = time.perf_counter()
-                self._train_one(batch)
-                dt = time.perf_counter() - t0
-                s.train_s += dt
-                s.interval_train_s += dt
-                s.updates += 1
-                s.samples += len(batch.x)
-                s.interval_samples += len(batch.x)
-                s.wall_s = wall_at_start + time.perf_counter() - started
-                bar.advance()
-                if s.updates % w.eval_every == 0 or s.updates == w.updates:
-                    if s.updates == w.updates:
-                        self._account(self.backend.finish(), s.updates)
-                    bar.evaluation(self._evaluate())
-                if self._checkpoint_due():
-                    self.save_checkpoint()
+            with self.stop.trapped():
+                while s.updates < w.updates:
+                    if self.stop.requested:
+                        status = "interrupted"
+                        break
+                    batch = next(w.stream)
+                    t0 = time.perf_counter()
+                    self._train_one(batch)
+                    dt = time.perf_counter() - t0
+                    s.train_s += dt
+                    s.interval_train_s += dt
+                    s.updates += 1
+                    s.samples += len(batch.x)
+                    s.interval_samples += len(batch.x)
+                    s.wall_s = wall_at_start + time.perf_counter() - started
+                    bar.advance()
+                    if s.updates % w.eval_every == 0 or s.updates == w.updates:
+                        if s.updates == w.updates:
+                            self._account(self.backend.finish(), s.updates)
+                        bar.evaluation(self._evaluate())
+                    if self._checkpoint_due():
+                        self.save_checkpoint()
         except DivergedError as exc:
             status, error, diverged = "diverged", str(exc), {"update": exc.update,
                                                              "loss": exc.value}
@@ -135,7 +153,6 @@ class Run:
             status, error = "diverged", f"diverged at update {update}: {exc}"
             diverged = {"update": update, "loss": None}
         finally:
-            _restore_handlers(previous)
             bar.close()
         s.wall_s = wall_at_start + time.perf_counter() - started
         if status != "diverged":
@@ -149,17 +166,10 @@ class Run:
 
     def _train_one(self, batch) -> None:
         s = self.state
-        if self.twin is not None and s.updates < self.pretrain_updates:
-            loss = train_step(self.twin, batch.sid, batch.x, batch.y)
-            self._divergence.check(s.updates + 1, batch.sid, loss)
-            s.loss_sum += loss
-            s.loss_batches += 1
-            s.completed += 1
-            return
-        if self.twin is not None and not s.switched:
-            self.backend.load_pretrained(self.twin)
+        if self.phase is self.pretraining and s.updates >= self.pretrain_updates:
+            self._account(self.pretraining.hand_over(self.backend), s.updates)  # (§5.4)
             s.switched = True
-        self._account(self.backend.submit(batch.sid, batch.x, batch.y), s.updates + 1)
+        self._account(self.phase.submit(batch.sid, batch.x, batch.y), s.updates + 1)
 
     def _account(self, completed, update: int) -> None:
         """Count the batches completed at ``update``; raises :class:`DivergedError` at the first
@@ -176,49 +186,21 @@ class Run:
         every = self.checkpoint_every or w.eval_every
         return s.updates % every == 0 and s.updates < w.updates
 
-    def _trap_stop_signals(self) -> dict:
-        """Ctrl-C (SIGINT) and SIGTERM (``kill``, ``ray job stop``, a scheduler's pre-emption) set
-        a flag checked between batches; a second signal stops at once. Returns the handlers
-        replaced, for :func:`_restore_handlers`."""
-        def handler(signum, frame):
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested = True
-
-        previous = {}
-        for signum in STOP_SIGNALS:
-            try:
-                previous[signum] = signal.signal(signum, handler)
-            except ValueError:  # not the main thread: leave signals alone
-                break
-        return previous
-
-    def request_stop(self) -> None:
-        """Stop at the next batch boundary, as Ctrl-C does."""
-        self._stop_requested = True
-
     # ---- evaluation -------------------------------------------------------------------------
-    def _pretraining(self) -> bool:
-        return self.twin is not None and not self.state.switched
-
     def _evaluate(self) -> dict:
-        s = self.state
+        s, phase = self.state, self.phase
         row = {"step": s.updates, "samples": s.samples, "wall_s": round(s.wall_s, 3),
                "train_loss": s.loss_sum / s.loss_batches if s.loss_batches else None}
-        if self.twin is not None:
-            row["phase"] = "pretrain" if self._pretraining() else "coagent"
+        if self.pretraining is not None:
+            row["phase"] = phase.name
         for split_name, split in self.workload.eval_sets.items():
-            if self._pretraining():
-                metrics = evaluate(self.twin, split.x, split.y)
-            else:
-                metrics = self.backend.evaluate(split.x, split.y)
-            for key, value in metrics.items():
+            for key, value in phase.evaluate(split.x, split.y).items():
                 if key in LAYER_METRICS:
                     if split_name == "test":
                         row[key] = value
                 else:
                     row[f"{split_name}_{key}"] = value
-        if not self._pretraining():
+        if phase is self.coagent:  # the agents' staleness; the twin's is not the network's
             staleness = self.backend.take_staleness()
             row["staleness_mean"] = [mean for mean, _ in staleness]
             row["staleness_max"] = [peak for _, peak in staleness]
@@ -234,12 +216,6 @@ class Run:
         s, w = self.state, self.workload
         rows = self.directory.metrics()
         final = rows[-1] if rows else {}
-        pretrain = min(s.updates, self.pretrain_updates)
-        to_agents = s.updates - pretrain  # batches the agents were sent
-        agents = []
-        for report in self.backend.layer_stats():  # each batch: applied, dropped, lost or pending
-            settled = sum(report[f"{kind}_batches"] for kind in ("applied", "dropped", "lost"))
-            agents.append({**report, "unaccounted": to_agents - settled - report["pending"]})
         described = self.backend.describe()
         return {
             "name": self.name, "status": status, "error": error, "version": __version__,
@@ -249,10 +225,7 @@ class Run:
             "samples_per_s": s.samples / s.train_s if s.train_s else None,
             "updates_per_s": s.updates / s.train_s if s.train_s else None,
             "final": {k: v for k, v in final.items() if k not in ("staleness_mean", "staleness_max")},
-            "accounting": {
-                "submitted": s.updates, "pretrain": pretrain, "to_agents": to_agents,
-                "rewarded": s.completed, "in_flight": s.updates - s.completed,
-                "complete": all(a["unaccounted"] == 0 for a in agents), "agents": agents},
+            "accounting": accounting(s, self.pretrain_updates, self.backend.layer_stats()),
             "backend": described.pop("backend"), **described,
         }
 
@@ -262,7 +235,7 @@ class Run:
             "progress": asdict(self.state),
             "stream": self.workload.stream.position(),
             "backend": self.backend.state_dict(),
-            "pretrain": None if self.twin is None else self.twin.state_dict(),
+            "pretrain": None if self.pretraining is None else self.pretraining.state_dict(),
         }
         save_checkpoint(self.directory.checkpoint, state, kind="run")
 
@@ -274,22 +247,34 @@ class Run:
         with directory.restoring():
             self.workload.stream.restore(state["stream"])
             self.backend.load_state_dict(state["backend"])
-            if self.twin is not None:
-                self.twin.load_state_dict(_pretrain_state(state, directory))
+            if self.pretraining is not None:
+                self.pretraining.load_state_dict(_pretrain_state(state, directory))
 
     def close(self) -> None:
+        if self.pretraining is not None:
+            self.pretraining.close()
         self.backend.close()
 
 
-def _restore_handlers(previous: dict) -> None:
-    for signum, handler in previous.items():
-        # None: the handler was installed by C code (Ray's crash handler); Python cannot put it back
-        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+def accounting(progress: Counters, pretrain_updates: int, reports: list[dict]) -> dict:
+    """What happened to every batch: submitted, pre-training, sent to the agents, rewarded, in
+    flight; per agent its counters and ``unaccounted`` (batches sent to it that are neither
+    applied, dropped, lost nor pending: 0 when the accounting is complete)."""
+    pretrain = min(progress.updates, pretrain_updates)
+    to_agents = progress.updates - pretrain  # batches the agents were sent
+    agents = []
+    for report in reports:  # each batch: applied, dropped, lost or pending
+        settled = sum(report[f"{kind}_batches"] for kind in ("applied", "dropped", "lost"))
+        agents.append({**report, "unaccounted": to_agents - settled - report["pending"]})
+    return {"submitted": progress.updates, "pretrain": pretrain, "to_agents": to_agents,
+            "rewarded": progress.completed, "in_flight": progress.updates - progress.completed,
+            "complete": all(a["unaccounted"] == 0 for a in agents), "agents": agents}
 
 
-def make_backend(config: dict, network: Network, run_dir: Path):
+def make_backend(config: dict, network: Network, run_dir: Path, agents: str = "agents"):
     """The backend of ``config["backend"]`` around ``network``; Ray actors checkpoint themselves in
-    ``backend.checkpoint_dir`` or ``run_dir/agents``."""
+    ``backend.checkpoint_dir`` or ``run_dir/agents`` (``agents``: that subdirectory of the run
+    directory, or of ``checkpoint_dir`` past its first part, e.g. ``agents/pretrain``)."""
     backend = config["backend"]
     if backend["kind"] == "local":
         return LocalBackend(network, window=backend["window"], reward_delay=backend["reward_delay"])
@@ -298,8 +283,11 @@ def make_backend(config: dict, network: Network, run_dir: Path):
     ray_env.prepare(backend["address"])  # before ray is imported: it reads the auth mode then
     from async_coagents.backends.ray_backend import RayBackend
 
-    return RayBackend(network, backend,
-                      agent_dir=backend["checkpoint_dir"] or str(Path(run_dir) / "agents"))
+    if backend["checkpoint_dir"]:
+        agent_dir = Path(backend["checkpoint_dir"]).joinpath(*Path(agents).parts[1:])
+    else:
+        agent_dir = Path(run_dir) / agents
+    return RayBackend(network, backend, agent_dir=str(agent_dir))
 
 
 def read_run_checkpoint(directory: RunDirectory, config: dict,
