@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from async_coagents.core.network import NetworkSpec
 from async_coagents.core.rules import RULES
 from async_coagents.core.settings import (
     SETTINGS,
@@ -34,7 +35,8 @@ from async_coagents.core.settings import (
     short,
 )
 from async_coagents.errors import ConfigError
-from async_coagents.experiment.footprint import check_fits
+from async_coagents.experiment.footprint import check_fits, data_shape
+from async_coagents.experiment.workload import spec_fields
 
 #: One config key: its type, default, allowed values or range, and what it means. The network's
 #: keys are the settings of ``core.settings`` (one definition for config and spec); the other
@@ -325,7 +327,8 @@ def validate(raw: dict, origin: str = "config") -> dict:
 
     Raises :class:`ConfigError` naming the key and why: unknown key or section, wrong type,
     impossible value, an integer beyond 64 bits, a name that is not one path component, a run
-    that cannot fit in this machine's memory (``footprint.check_fits``).
+    that cannot fit in this machine's memory (``footprint.check_fits``), a network that
+    ``NetworkSpec`` rejects (its combination rules, reported as ``[network] ...``).
     """
     check_tables(raw, origin)
     config = defaults()
@@ -351,6 +354,7 @@ def validate(raw: dict, origin: str = "config") -> dict:
                           "letters, digits, '.', '_' and '-', starting with a letter or digit, "
                           "at most 100 characters")
     _check_combinations(config, origin)
+    _check_network(config, origin)
     check_fits(config, origin)
     return config
 
@@ -410,6 +414,19 @@ def _check_combinations(config: dict, origin: str) -> None:
     if backend["units_per_actor"] and run["pretrain_updates"]:
         raise ConfigError(f"{origin}: backend.units_per_actor cannot be combined with "
                           "run.pretrain_updates (pre-training copies whole layers)")
+
+
+def _check_network(config: dict, origin: str) -> None:
+    """The network's combination rules, written once in :class:`NetworkSpec`, reached here by
+    constructing the spec with the sizes the data config implies (``footprint.data_shape``; no
+    data is loaded). Epoch-based settings count one batch per epoch here: their sizes do not
+    change which combinations are valid."""
+    n_inputs, n_outputs, _, _ = data_shape(config["data"])
+    task = "regression" if config["data"]["dataset"] == "correlated" else "classification"
+    try:
+        NetworkSpec(**spec_fields(config, n_inputs, n_outputs, task, batches_per_epoch=1))
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: [network] {exc}") from None
 
 
 def _suggest(key: str, known: dict) -> str:

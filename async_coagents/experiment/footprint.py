@@ -48,7 +48,7 @@ class Part:
 def estimate(config: dict) -> list[Part]:
     """The estimated allocations of a validated ``config``, largest first."""
     net, data, backend = config["network"], config["data"], config["backend"]
-    n_in, n_out, n_eval, data_bytes = _data_shape(data)
+    n_in, n_out, n_eval, data_bytes = data_shape(data)
     item = np.dtype(net["dtype"]).itemsize
     slots = _OPTIMIZER_SLOTS[net["optimizer"]]
     slow_clock = backend["update_every"] != 1
@@ -122,7 +122,7 @@ def human(n: int) -> str:
 
 
 # ---- the pieces ----------------------------------------------------------------------------
-def _data_shape(data: dict) -> tuple[int, int, int, int]:
+def data_shape(data: dict) -> tuple[int, int, int, int]:
     """(inputs, outputs, examples of the largest evaluation set, bytes of the data)."""
     name = data["dataset"]
     if name == "multiplexer":
