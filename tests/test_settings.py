@@ -85,3 +85,28 @@ def test_network_spec_copies_every_setting_a_config_holds():
         assert getattr(spec, key) == expected, key
     assert spec.update_every == (1, 2, 1)
     assert (spec.activation, spec.partition, spec.output) == (None, None, None)
+
+
+def test_per_layer_options_travel_as_one_object_from_the_spec_to_every_agent():
+    from async_coagents.core.network import build_network
+    from async_coagents.core.settings import LayerOptions
+
+    spec = NetworkSpec(**BASE, freeze_at=(4, None), update_every=(2, 1, 3), max_pending=7,
+                       subset=3, subset_every=5)
+    assert [spec.layer_options(i) for i in range(3)] == [
+        LayerOptions(update_every=2, max_pending=7, subset=3, subset_every=5, freeze_at=4),
+        LayerOptions(update_every=1, max_pending=7, subset=3, subset_every=5, freeze_at=None),
+        LayerOptions(update_every=3, max_pending=7, subset_every=5),
+    ]
+    network = build_network(spec, 0)
+    for i, layer in enumerate(network.layers):
+        assert layer.options == spec.layer_options(i)
+        assert (layer.update_every, layer.max_pending) == (
+            spec.layer_options(i).update_every, 7)
+    assert [layer.subset_size for layer in network.layers[:2]] == [3, 3]
+    assert [layer.freeze_at for layer in network.layers[:2]] == [4, None]
+
+    split = build_network(NetworkSpec(**BASE, freeze_at=(2, 3), update_every=(2, 1, 1),
+                                      units_per_agent=3), 0)
+    for i, layer in enumerate(split.layers[:2]):
+        assert all(group.options == split.spec.layer_options(i) for group in layer.groups)

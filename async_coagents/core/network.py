@@ -35,7 +35,7 @@ from async_coagents.core.mlp import MLP
 from async_coagents.core.objectives import Classification, Regression, make_objective
 from async_coagents.core.optim import make_optimizer
 from async_coagents.core.rules import RuleSettings, get_rule
-from async_coagents.core.settings import SETTINGS, check_value, default
+from async_coagents.core.settings import SETTINGS, LayerOptions, check_value, default
 from async_coagents.core.units import Gaussian, make_unit
 from async_coagents.errors import CheckpointError, ConfigError
 
@@ -211,6 +211,19 @@ class NetworkSpec:
             return self.update_every
         return self.update_every[index]
 
+    def layer_options(self, index: int) -> LayerOptions:
+        """The options of layer agent ``index`` of :meth:`layer_plan`: its clock rate and
+        ``max_pending``, and for a stochastic hidden layer its subset and freezing batch."""
+        plan = self.layer_plan()
+        if plan[index][0] != "coagent":
+            return LayerOptions(update_every=self.update_every_for(index),
+                                max_pending=self.max_pending, subset_every=self.subset_every)
+        hidden_index = sum(kind == "coagent" for kind, _ in plan[:index])
+        return LayerOptions(
+            update_every=self.update_every_for(index), max_pending=self.max_pending,
+            subset=self.subset, subset_every=self.subset_every,
+            freeze_at=None if self.freeze_at is None else self.freeze_at[hidden_index])
+
     def to_dict(self) -> dict:
         """Plain types only (lists for tuples), for configs and checkpoints."""
         d = asdict(self)
@@ -335,7 +348,7 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
     for index, (kind, sizes) in enumerate(plan):
         init_rng = seeding.generator(seed, "init", index, _POLICY)
         sampling_rng = seeding.generator(seed, "sampling", index)
-        common = {"update_every": spec.update_every_for(index), "max_pending": spec.max_pending}
+        options = spec.layer_options(index)
         activation = spec.resolved_activation
         if kind == "readout":
             if spec.learner == "straight-through":
@@ -344,7 +357,7 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
             learner = Readout if len(sizes) == 2 else BackpropNetwork
             layers.append(learner(names[index], net, objective,
                                   optimizer(net.params.size, spec.lr),
-                                  sampling_rng=sampling_rng, **common))
+                                  sampling_rng=sampling_rng, options=options))
             continue
         is_output = kind == "gaussian-output"
         if is_output:
@@ -362,17 +375,9 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
             critic_layers=spec.critic_layers, critic_units=spec.critic_units,
             critic_lr_ratio=spec.critic_lr_ratio,
             critic_rng=lambda index=index: seeding.generator(seed, "init", index, _CRITIC))
-        hidden_index = None if is_output else sum(k == "coagent" for k, _ in plan[:index])
         layers.append(CoagentLayer(
             names[index], net, unit, optimizer(net.params.size, spec.lr),
-            sampling_rng=sampling_rng,
-            rule=rule.build(settings),
-            subset_size=spec.subset if hidden_index is not None else None,
-            subset_every=spec.subset_every,
-            freeze_at=spec.freeze_at[hidden_index] if (
-                spec.freeze_at is not None and hidden_index is not None) else None,
-            **common,
-        ))
+            sampling_rng=sampling_rng, rule=rule.build(settings), options=options))
     for lower, upper in itertools.pairwise(layers):  # routing follows from the rules (§3.6)
         if isinstance(lower, CoagentLayer):
             lower.listen_to(upper)

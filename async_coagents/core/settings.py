@@ -12,6 +12,10 @@ A setting's ``config`` names where a config holds it (``network.lr``, ``backend.
 ``None`` means the spec takes it from elsewhere (the data's sizes, an epoch-based config key).
 ``unset`` is the config's spelling of the spec's ``None`` (``""`` or ``0``): a TOML file cannot
 write ``None``.
+
+:class:`LayerOptions` is the per-layer slice of the settings that one layer agent is built with
+(``NetworkSpec.layer_options(i)``), passed to the layer as one object and copied as one by
+``core/groups.split_layer``.
 """
 
 from __future__ import annotations
@@ -147,6 +151,24 @@ SETTINGS: dict[str, Setting] = {
                                "units, each its own agent (an actor on ray); 0 = whole layers",
                                minimum=0, config="backend.units_per_actor"),
 }
+
+
+@dataclass(frozen=True)
+class LayerOptions:
+    """The options of one layer agent: its clock rate (steps every ``update_every`` of its
+    batches), the batches it remembers (``max_pending``), the ``subset`` of its units that sample
+    and learn, redrawn every ``subset_every`` batches (§2.3, ``None`` = all), and the batch
+    ``freeze_at`` from which it acts greedily and stops learning (§2.4, ``None`` = never)."""
+
+    update_every: int = 1
+    max_pending: int = 1024
+    subset: int | None = None
+    subset_every: int = 1
+    freeze_at: int | None = None
+
+
+#: The options of a layer agent built without any (every option at its default).
+DEFAULT_OPTIONS = LayerOptions()
 
 
 def default(name: str) -> Any:
