@@ -110,3 +110,22 @@ def test_per_layer_options_travel_as_one_object_from_the_spec_to_every_agent():
                                       units_per_agent=3), 0)
     for i, layer in enumerate(split.layers[:2]):
         assert all(group.options == split.spec.layer_options(i) for group in layer.groups)
+
+
+def test_the_footprint_counts_the_critics_of_the_layer_plan_the_spec_builds():
+    """A partition group is one agent with one critic (§2.6); the footprint asks the spec for the
+    plan instead of assuming one agent per hidden layer."""
+    from async_coagents.core.network import build_network
+    from async_coagents.experiment import footprint
+
+    config = cfg.validate({"network": {"units": "gaussian", "partition": "dsd",
+                                       "hidden": [5, 6, 7], "rule": "ac", "critic_units": 16,
+                                       "optimizer": "sgd"},
+                           "run": {"updates": 10}}, "t.toml")
+    network = build_network(network_spec(config, build_workload(config)), 0)
+    critic_params = sum(layer.rule.critic.net.params.size for layer in network.layers
+                        if getattr(getattr(layer, "rule", None), "critic", None) is not None)
+    assert critic_params
+    (part,) = [p for p in footprint.estimate(config) if p.what.startswith("of critic")]
+    copies = 3 + 2  # sgd: weights, gradient, scratch; a checkpoint's state and its bytes
+    assert part.bytes == critic_params * 4 * copies

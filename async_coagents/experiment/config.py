@@ -23,7 +23,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from async_coagents.core.network import NetworkSpec
 from async_coagents.core.rules import RULES
 from async_coagents.core.settings import (
     SETTINGS,
@@ -35,8 +34,7 @@ from async_coagents.core.settings import (
     short,
 )
 from async_coagents.errors import ConfigError
-from async_coagents.experiment.footprint import check_fits, data_shape
-from async_coagents.experiment.workload import spec_fields
+from async_coagents.experiment.footprint import check_fits, estimated_spec
 
 #: One config key: its type, default, allowed values or range, and what it means. The network's
 #: keys are the settings of ``core.settings`` (one definition for config and spec); the other
@@ -418,13 +416,10 @@ def _check_combinations(config: dict, origin: str) -> None:
 
 def _check_network(config: dict, origin: str) -> None:
     """The network's combination rules, written once in :class:`NetworkSpec`, reached here by
-    constructing the spec with the sizes the data config implies (``footprint.data_shape``; no
-    data is loaded). Epoch-based settings count one batch per epoch here: their sizes do not
-    change which combinations are valid."""
-    n_inputs, n_outputs, _, _ = data_shape(config["data"])
-    task = "regression" if config["data"]["dataset"] == "correlated" else "classification"
+    constructing the spec with the sizes the data config implies (``footprint.estimated_spec``;
+    no data is loaded)."""
     try:
-        NetworkSpec(**spec_fields(config, n_inputs, n_outputs, task, batches_per_epoch=1))
+        estimated_spec(config)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: [network] {exc}") from None
 
