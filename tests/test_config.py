@@ -56,7 +56,8 @@ def valid(**sections):
         ({"network": {"units": "gaussian", "sigma": 1e-300}},
          "network.sigma must be >= 1e-18, got 1e-300"),
         ({"network": {"rule": "ac", "hidden": [4, 4], "lr": 1e300, "critic_lr_ratio": 1e10}},
-         r"network.lr x network.critic_lr_ratio \(1e\+300 x 10000000000.0\) is not finite"),
+         r"\[network\] the critics' learning rate lr x critic_lr_ratio \(1e\+300 x "
+         r"10000000000.0\) is not finite"),
         ({"network": {"lr": 10**400}}, "network.lr must be finite, got an integer of 1329 bits"),
         ({"backend": {"window": 2, "reward_delay": 3}},
          r"backend.reward_delay \(3\) needs backend.window >= 4"),

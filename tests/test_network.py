@@ -42,6 +42,7 @@ BASE = dict(n_inputs=5, n_outputs=3, hidden=(8, 6))
         (dict(units="gaussian", learner="policy-gradient", rule="ac"), "policy-gradient through backprop"),
         (dict(dtype="float16"), "dtype must be one of"),
         (dict(output="softmax"), "output must be one of"),
+        (dict(rule="ac", lr=1e300, critic_lr_ratio=1e10), "critics' learning rate .* not finite"),
     ],
 )
 def test_bad_specifications_name_the_problem(overrides, message):

@@ -21,6 +21,7 @@ Learners (``learner``):
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
@@ -100,6 +101,9 @@ class NetworkSpec:
             check_value(f.name, setting, value)
         rule = get_rule(self.rule)
         make_objective(self.task, self.n_outputs)
+        if rule.sends_feedback and self.lr * self.critic_lr_ratio == math.inf:
+            raise ConfigError(f"the critics' learning rate lr x critic_lr_ratio ({self.lr!r} x "
+                              f"{self.critic_lr_ratio!r}) is not finite")
         if self.reinforce_updates and not rule.reinforce_phase:
             raise ConfigError(
                 f"reinforce_updates applies only to the rules with a REINFORCE phase "

@@ -23,7 +23,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from async_coagents.core.rules import RULES
 from async_coagents.core.settings import (
     SETTINGS,
     TYPE_NAMES,
@@ -390,16 +389,13 @@ def _check_combinations(config: dict, origin: str) -> None:
     if backend["placement"] == "resources" and not backend["node_resources"]:
         raise ConfigError(f"{origin}: backend.placement = 'resources' needs "
                           "backend.node_resources (one resource name per layer)")
+    # a config-level rule: NetworkSpec, for library users, ignores them for other unit families
     if net["units"] != "categorical" and (net["n_actions"] != 2 or net["normalisation"] != "unit"):
         raise ConfigError(f"{origin}: network.n_actions and network.normalisation apply to "
                           f"categorical units only, and network.units is {net['units']!r}")
     if backend["address"] and backend["kind"] != "ray":
         raise ConfigError(f"{origin}: backend.address ({backend['address']!r}) is for the Ray "
                           f"backend, and backend.kind is {backend['kind']!r}")
-    if RULES[net["rule"]].sends_feedback and net["lr"] * net["critic_lr_ratio"] == math.inf:
-        raise ConfigError(f"{origin}: the critics' learning rate network.lr x "
-                          f"network.critic_lr_ratio ({net['lr']!r} x {net['critic_lr_ratio']!r}) "
-                          "is not finite")
     if backend["reward_delay"] >= backend["window"]:
         raise ConfigError(f"{origin}: backend.reward_delay ({backend['reward_delay']}) needs "
                           f"backend.window >= {backend['reward_delay'] + 1} batches in flight "
