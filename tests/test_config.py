@@ -56,7 +56,8 @@ def valid(**sections):
         ({"network": {"units": "gaussian", "sigma": 1e-300}},
          "network.sigma must be >= 1e-18, got 1e-300"),
         ({"network": {"rule": "ac", "hidden": [4, 4], "lr": 1e300, "critic_lr_ratio": 1e10}},
-         r"network.lr x network.critic_lr_ratio \(1e\+300 x 10000000000.0\) is not finite"),
+         r"\[network\] the critics' learning rate lr x critic_lr_ratio \(1e\+300 x "
+         r"10000000000.0\) is not finite"),
         ({"network": {"lr": 10**400}}, "network.lr must be finite, got an integer of 1329 bits"),
         ({"backend": {"window": 2, "reward_delay": 3}},
          r"backend.reward_delay \(3\) needs backend.window >= 4"),
@@ -78,12 +79,18 @@ def test_bad_config_names_the_key_and_why(raw, message):
         cfg.validate(base, "t.toml")
 
 
-def test_network_semantics_are_checked_when_the_network_is_built():
+def test_network_semantics_are_checked_when_the_config_is_validated():
     with pytest.raises(ConfigError, match="network.rule must be one of .*'ac-offpolicy'"):
         valid(network={"rule": "telepathy"})
-    config = valid(network={"units": "gaussian", "partition": "dx"})
-    with pytest.raises(ConfigError, match=r"\[network\] partition must be one letter"):
-        network_spec(config, build_workload(config))
+    # the combination rules live once, in NetworkSpec, and are reached from validation
+    with pytest.raises(ConfigError, match=r"t.toml: \[network\] partition must be one letter"):
+        valid(network={"units": "gaussian", "partition": "dx"})
+    with pytest.raises(ConfigError, match=r"t.toml: \[network\] subset \(9\) exceeds the "
+                                          r"narrowest hidden layer \(8 units\)"):
+        valid(network={"hidden": [8, 16], "subset": 9})
+    with pytest.raises(ConfigError, match=r"t.toml: \[network\] update_every needs one entry "
+                                          r"per layer agent \(2\)"):
+        valid(backend={"update_every": [1, 2, 3]})
 
 
 def test_defaults_are_filled():

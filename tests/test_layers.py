@@ -11,6 +11,7 @@ from async_coagents.core.mlp import MLP
 from async_coagents.core.objectives import Classification, Regression
 from async_coagents.core.optim import make_optimizer
 from async_coagents.core.rules import GlobalBaseline
+from async_coagents.core.settings import LayerOptions
 from async_coagents.core.units import Bernoulli, Categorical, Gaussian
 from async_coagents.errors import ProtocolError
 from tests.gradcheck import assert_grad_close, numeric_grad
@@ -24,10 +25,12 @@ def ema_rule():
     return rule
 
 
-def make_layer(unit, sizes, *, lr=1.0, optimizer="sgd", activation="relu", seed=0, **options):
+def make_layer(unit, sizes, *, lr=1.0, optimizer="sgd", activation="relu", seed=0, rule=None,
+               **options):
     policy = MLP(sizes, activation, rng=np.random.default_rng(seed), dtype=F64)
     return CoagentLayer("layer0", policy, unit, make_optimizer(optimizer, policy.params.size, lr, F64),
-                        sampling_rng=np.random.default_rng(seed + 100), **options)
+                        sampling_rng=np.random.default_rng(seed + 100), rule=rule,
+                        options=LayerOptions(**options))
 
 
 def surrogate(layer, x, action, g):
@@ -92,7 +95,7 @@ def test_backprop_readout_mse_gradient_by_finite_differences(activation):
 
 
 def test_subset_units_sample_and_learn_the_others_act_greedily():
-    layer = make_layer(Bernoulli(), [4, 2 * 10], subset_size=3, subset_every=1)
+    layer = make_layer(Bernoulli(), [4, 2 * 10], subset=3, subset_every=1)
     rng = np.random.default_rng(3)
     x = rng.normal(size=(200, 4))
     h = layer.forward(0, x)
@@ -109,7 +112,7 @@ def test_subset_units_sample_and_learn_the_others_act_greedily():
 
 
 def test_subset_is_redrawn_every_n_batches():
-    layer = make_layer(Bernoulli(), [4, 2 * 10], subset_size=2, subset_every=3)
+    layer = make_layer(Bernoulli(), [4, 2 * 10], subset=2, subset_every=3)
     x = np.ones((2, 4))
     masks = []
     for sid in range(7):
@@ -235,7 +238,7 @@ def test_staleness_counts_parameter_steps_between_forward_and_update():
 def test_state_round_trip_continues_bit_exactly():
     def build():
         return make_layer(Categorical(3), [4, 9], optimizer="rmsprop", lr=0.01,
-                          rule=ema_rule(), subset_size=2)
+                          rule=ema_rule(), subset=2)
 
     rng = np.random.default_rng(6)
     batches = [(rng.normal(size=(5, 4)), rng.normal(size=5)) for _ in range(6)]
@@ -244,7 +247,7 @@ def test_state_round_trip_continues_bit_exactly():
         a.forward(sid, x)
         a.reward(sid, r)
     b = make_layer(Categorical(3), [4, 9], optimizer="rmsprop", lr=0.01, rule=ema_rule(),
-                   subset_size=2, seed=50)  # different init and sampling stream
+                   subset=2, seed=50)  # different init and sampling stream
     b.load_state_dict(a.state_dict())
     for sid, (x, r) in enumerate(batches[3:], start=3):
         ha, hb = a.forward(sid, x), b.forward(sid, x)

@@ -54,8 +54,7 @@ def split_layer(layer: CoagentLayer, units_per_group: int,
         groups.append(CoagentLayer(
             f"{layer.name}.g{g}", policy, layer.unit, optimizer, sampling_rng=sampling_rng(g),
             rule=copy.deepcopy(layer.rule),  # a rule that has not learnt yet: a fresh copy
-            freeze_at=layer.freeze_at, update_every=layer.update_every,
-            max_pending=layer.max_pending))
+            options=layer.options))
     return GroupedLayer(layer.name, groups)
 
 

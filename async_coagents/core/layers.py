@@ -22,6 +22,7 @@ from async_coagents.core.objectives import Classification, Regression
 from async_coagents.core.optim import Optimizer
 from async_coagents.core.rules import Reinforce, Rule, Step
 from async_coagents.core.seeding import rng_state, set_rng_state
+from async_coagents.core.settings import DEFAULT_OPTIONS, LayerOptions
 from async_coagents.core.units import Categorical, Gaussian
 from async_coagents.errors import CheckpointError, ConfigError, ProtocolError
 
@@ -33,9 +34,10 @@ class CoagentLayer(AgentBase):
     group's deterministic network, §2.6). The update always uses the policy that sampled the batch
     (§10: pre-update policies); its return signal, message and after-step learning are the rule's.
 
-    Options: ``subset_size`` units sample and learn while the others act greedily, redrawn every
-    ``subset_every`` batches (§2.3); from batch ``freeze_at`` on the layer acts greedily and stops
-    learning (staged freezing, §2.4).
+    ``options`` (:class:`~async_coagents.core.settings.LayerOptions`): ``subset`` units sample and
+    learn while the others act greedily, redrawn every ``subset_every`` batches (§2.3); from batch
+    ``freeze_at`` on the layer acts greedily and stops learning (staged freezing, §2.4); the clock
+    rate ``update_every`` and ``max_pending``.
 
     Routing follows from the rules: the layer sends feedback when its rule does; it listens to the
     layer above when that layer sends (:meth:`listen_to`); it needs the reward when its rule says
@@ -53,14 +55,12 @@ class CoagentLayer(AgentBase):
         *,
         sampling_rng: np.random.Generator,
         rule: Rule | None = None,
-        subset_size: int | None = None,
-        subset_every: int = 1,
-        freeze_at: int | None = None,
-        update_every: int = 1,
-        max_pending: int = 1024,
+        options: LayerOptions = DEFAULT_OPTIONS,
     ) -> None:
-        super().__init__(name, policy, optimizer, update_every=update_every,
-                         max_pending=max_pending)
+        super().__init__(name, policy, optimizer, update_every=options.update_every,
+                         max_pending=options.max_pending)
+        self.options = options
+        subset_size, subset_every = options.subset, options.subset_every
         if policy.n_out % unit.n_logits:
             raise ConfigError(f"{name}: {policy.n_out} outputs is not a whole number of units")
         self.unit = unit
@@ -76,7 +76,7 @@ class CoagentLayer(AgentBase):
         if not isinstance(subset_every, int) or subset_every < 1:
             raise ConfigError(f"{name}: subset_every must be an integer >= 1, got {subset_every!r}")
         self.subset_size, self.subset_every = subset_size, subset_every
-        self.freeze_at = freeze_at
+        self.freeze_at = options.freeze_at
         self._mask: np.ndarray | None = None
 
     # ---- routing ------------------------------------------------------------------------------
@@ -250,9 +250,12 @@ class SupervisedLearner(AgentBase):
 
     def __init__(self, name: str, net: MLP, objective: Classification | Regression,
                  optimizer: Optimizer, *, sampling_rng: np.random.Generator | None = None,
-                 update_every: int = 1, max_pending: int = 1024) -> None:
-        super().__init__(name, net, optimizer, update_every=update_every,
-                         max_pending=max_pending)
+                 options: LayerOptions = DEFAULT_OPTIONS) -> None:
+        """``options``: the clock rate and ``max_pending`` (a supervised learner has no subset
+        and does not freeze)."""
+        super().__init__(name, net, optimizer, update_every=options.update_every,
+                         max_pending=options.max_pending)
+        self.options = options
         if net.stochastic and sampling_rng is None:
             raise ConfigError(f"{name}: straight-through units need a sampling rng")
         self.objective = objective

@@ -1,6 +1,8 @@
 """From a network specification to wired-up layer agents.
 
-:class:`NetworkSpec` says what to build (units, rule, critic, optimizer, options) and validates it;
+:class:`NetworkSpec` says what to build (units, rule, critic, optimizer, options); its fields, their
+defaults and per-field checks are the one table of ``core.settings``, and it holds the rules that
+combine several fields, which a config's validation reaches through it;
 :func:`build_network` turns it into a :class:`Network`: the layer agents bottom to top, the
 objective that turns predictions into rewards, and, for the input-state baseline (§3.4), the agent
 that turns rewards into advantages before they are broadcast.
@@ -34,13 +36,11 @@ from async_coagents.core.mlp import MLP
 from async_coagents.core.objectives import Classification, Regression, make_objective
 from async_coagents.core.optim import make_optimizer
 from async_coagents.core.rules import RuleSettings, get_rule
+from async_coagents.core.settings import SETTINGS, LayerOptions, check_value, default
 from async_coagents.core.units import Gaussian, make_unit
 from async_coagents.errors import CheckpointError, ConfigError
 
-LEARNERS = ("coagent", "backprop", "straight-through", "policy-gradient")
-UNIT_FAMILIES = ("bernoulli", "categorical", "gaussian")
-OUTPUTS = ("readout", "gaussian")
-DTYPES = ("float32", "float64")
+OUTPUTS = ("readout", "gaussian")  # the setting's choices without the config's "" for None
 # Components of a layer that draw their own initialisation stream.
 _POLICY, _CRITIC = 0, 1
 
@@ -52,35 +52,35 @@ class NetworkSpec:
 
     n_inputs: int
     n_outputs: int
-    task: str = "classification"
-    learner: str = "coagent"
-    hidden: tuple[int, ...] = (64,)
-    units: str = "bernoulli"
-    n_actions: int = 2
-    normalisation: str = "unit"
-    sigma: float = 0.5
-    activation: str | None = None
-    partition: str | None = None
-    output: str | None = None
-    rule: str = "baseline"
-    baseline_decay: float = 0.99
-    optimizer: str = "rmsprop"
-    lr: float = 2.0 ** -11
-    rmsprop_beta: float = 0.99
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    eps: float = 1e-8
-    critic_layers: int = 1
-    critic_units: int = 1024
-    critic_lr_ratio: float = 2.0
-    reinforce_updates: int = 0
-    subset: int | None = None
-    subset_every: int = 1
-    freeze_at: tuple[int | None, ...] | None = None
-    update_every: int | tuple[int, ...] = 1
-    dtype: str = "float32"
-    max_pending: int = 1024
-    units_per_agent: int = 0
+    task: str = default("task")
+    learner: str = default("learner")
+    hidden: tuple[int, ...] = default("hidden")
+    units: str = default("units")
+    n_actions: int = default("n_actions")
+    normalisation: str = default("normalisation")
+    sigma: float = default("sigma")
+    activation: str | None = default("activation")
+    partition: str | None = default("partition")
+    output: str | None = default("output")
+    rule: str = default("rule")
+    baseline_decay: float = default("baseline_decay")
+    optimizer: str = default("optimizer")
+    lr: float = default("lr")
+    rmsprop_beta: float = default("rmsprop_beta")
+    adam_beta1: float = default("adam_beta1")
+    adam_beta2: float = default("adam_beta2")
+    eps: float = default("eps")
+    critic_layers: int = default("critic_layers")
+    critic_units: int = default("critic_units")
+    critic_lr_ratio: float = default("critic_lr_ratio")
+    reinforce_updates: int = default("reinforce_updates")
+    subset: int | None = default("subset")
+    subset_every: int = default("subset_every")
+    freeze_at: tuple[int | None, ...] | None = default("freeze_at")
+    update_every: int | tuple[int, ...] = default("update_every")
+    dtype: str = default("dtype")
+    max_pending: int = default("max_pending")
+    units_per_agent: int = default("units_per_agent")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -92,29 +92,18 @@ class NetworkSpec:
 
     # ---- validation -------------------------------------------------------------------------
     def _validate(self) -> None:
-        _positive_int("n_inputs", self.n_inputs)
-        _positive_int("n_outputs", self.n_outputs)
-        _choice("learner", self.learner, LEARNERS)
-        _choice("units", self.units, UNIT_FAMILIES)
-        _choice("dtype", self.dtype, DTYPES)
-        for i, width in enumerate(self.hidden):
-            _positive_int(f"hidden[{i}]", width)
-        for name in ("lr", "sigma", "critic_lr_ratio", "eps"):
-            value = getattr(self, name)
-            if not (_is_number(value) and value > 0):
-                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
-        for name in ("rmsprop_beta", "adam_beta1", "adam_beta2", "baseline_decay"):
-            value = getattr(self, name)
-            if not (_is_number(value) and 0 <= value < 1):
-                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
-        _positive_int("critic_units", self.critic_units)
-        _nonnegative_int("critic_layers", self.critic_layers)
-        _nonnegative_int("reinforce_updates", self.reinforce_updates)
-        _positive_int("subset_every", self.subset_every)
-        _positive_int("max_pending", self.max_pending)
-        _nonnegative_int("units_per_agent", self.units_per_agent)
+        """Each field against its one definition (``core.settings``), then the combinations."""
+        for f in fields(self):
+            setting, value = SETTINGS[f.name], getattr(self, f.name)
+            if value is None and setting.default is None and f.name not in ("n_inputs",
+                                                                             "n_outputs"):
+                continue  # an optional setting left unset
+            check_value(f.name, setting, value)
         rule = get_rule(self.rule)
         make_objective(self.task, self.n_outputs)
+        if rule.sends_feedback and self.lr * self.critic_lr_ratio == math.inf:
+            raise ConfigError(f"the critics' learning rate lr x critic_lr_ratio ({self.lr!r} x "
+                              f"{self.critic_lr_ratio!r}) is not finite")
         if self.reinforce_updates and not rule.reinforce_phase:
             raise ConfigError(
                 f"reinforce_updates applies only to the rules with a REINFORCE phase "
@@ -165,7 +154,7 @@ class NetworkSpec:
                     f"partition must be one letter 'd' or 's' per hidden layer "
                     f"({len(self.hidden)} here), got {self.partition!r}"
                 )
-        if self.subset is not None:
+        if self.subset is not None:  # 0 is the config's spelling of None
             _positive_int("subset", self.subset)
             if self.subset > min(self.hidden, default=0):
                 raise ConfigError(
@@ -179,9 +168,6 @@ class NetworkSpec:
                     f"freeze_at needs one entry per stochastic hidden layer ({n_hidden}), "
                     f"got {len(self.freeze_at)}"
                 )
-            for i, at in enumerate(self.freeze_at):
-                if at is not None:
-                    _nonnegative_int(f"freeze_at[{i}]", at)
         if not isinstance(self.update_every, int):
             n_layers = len(self.layer_plan())
             if len(self.update_every) != n_layers:
@@ -189,10 +175,6 @@ class NetworkSpec:
                     f"update_every needs one entry per layer agent ({n_layers}), got "
                     f"{len(self.update_every)}"
                 )
-            for i, every in enumerate(self.update_every):
-                _positive_int(f"update_every[{i}]", every)
-        else:
-            _positive_int("update_every", self.update_every)
 
     # ---- derived ----------------------------------------------------------------------------
     @property
@@ -233,6 +215,19 @@ class NetworkSpec:
             return self.update_every
         return self.update_every[index]
 
+    def layer_options(self, index: int) -> LayerOptions:
+        """The options of layer agent ``index`` of :meth:`layer_plan`: its clock rate and
+        ``max_pending``, and for a stochastic hidden layer its subset and freezing batch."""
+        plan = self.layer_plan()
+        if plan[index][0] != "coagent":
+            return LayerOptions(update_every=self.update_every_for(index),
+                                max_pending=self.max_pending, subset_every=self.subset_every)
+        hidden_index = sum(kind == "coagent" for kind, _ in plan[:index])
+        return LayerOptions(
+            update_every=self.update_every_for(index), max_pending=self.max_pending,
+            subset=self.subset, subset_every=self.subset_every,
+            freeze_at=None if self.freeze_at is None else self.freeze_at[hidden_index])
+
     def to_dict(self) -> dict:
         """Plain types only (lists for tuples), for configs and checkpoints."""
         d = asdict(self)
@@ -270,18 +265,9 @@ def staged_freeze_epochs(epochs: int, n_layers: int) -> list[int | None]:
     return schedule
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _positive_int(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _nonnegative_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -366,7 +352,7 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
     for index, (kind, sizes) in enumerate(plan):
         init_rng = seeding.generator(seed, "init", index, _POLICY)
         sampling_rng = seeding.generator(seed, "sampling", index)
-        common = {"update_every": spec.update_every_for(index), "max_pending": spec.max_pending}
+        options = spec.layer_options(index)
         activation = spec.resolved_activation
         if kind == "readout":
             if spec.learner == "straight-through":
@@ -375,7 +361,7 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
             learner = Readout if len(sizes) == 2 else BackpropNetwork
             layers.append(learner(names[index], net, objective,
                                   optimizer(net.params.size, spec.lr),
-                                  sampling_rng=sampling_rng, **common))
+                                  sampling_rng=sampling_rng, options=options))
             continue
         is_output = kind == "gaussian-output"
         if is_output:
@@ -393,17 +379,9 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
             critic_layers=spec.critic_layers, critic_units=spec.critic_units,
             critic_lr_ratio=spec.critic_lr_ratio,
             critic_rng=lambda index=index: seeding.generator(seed, "init", index, _CRITIC))
-        hidden_index = None if is_output else sum(k == "coagent" for k, _ in plan[:index])
         layers.append(CoagentLayer(
             names[index], net, unit, optimizer(net.params.size, spec.lr),
-            sampling_rng=sampling_rng,
-            rule=rule.build(settings),
-            subset_size=spec.subset if hidden_index is not None else None,
-            subset_every=spec.subset_every,
-            freeze_at=spec.freeze_at[hidden_index] if (
-                spec.freeze_at is not None and hidden_index is not None) else None,
-            **common,
-        ))
+            sampling_rng=sampling_rng, rule=rule.build(settings), options=options))
     for lower, upper in itertools.pairwise(layers):  # routing follows from the rules (§3.6)
         if isinstance(lower, CoagentLayer):
             lower.listen_to(upper)

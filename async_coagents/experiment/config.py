@@ -4,9 +4,10 @@ named configs shipped inside the package.
 
 A config has top-level ``name`` and ``description`` and four sections: ``[network]`` (what to build
 and how it learns), ``[data]`` (dataset and stream), ``[run]`` (length, evaluation, seed,
-checkpoints) and ``[backend]`` (where and how asynchronously the agents run). :data:`SCHEMA` is the
-single source of truth: defaults, types and the documentation printed by ``coagents configs
---schema`` all come from it.
+checkpoints) and ``[backend]`` (where and how asynchronously the agents run). :data:`SCHEMA` holds
+the defaults, types and the documentation printed by ``coagents configs --schema``; its network
+keys (and ``backend.update_every``, ``backend.units_per_actor``) are derived from the one table of
+network settings, ``core.settings.SETTINGS``, and checked by its ``check_value``.
 """
 
 from __future__ import annotations
@@ -17,93 +18,63 @@ import itertools
 import math
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from async_coagents.core.rules import RULES
+from async_coagents.core.settings import (
+    SETTINGS,
+    TYPE_NAMES,
+    Setting,
+    check_value,
+    config_default,
+    kind,
+    short,
+)
 from async_coagents.errors import ConfigError
-from async_coagents.experiment.footprint import check_fits
+from async_coagents.experiment.footprint import check_fits, estimated_spec
 
-# Types a key may have: "int", "float" (an int is accepted), "str", "bool", "ints" (list of int),
-# "int|ints" (one int or a list of int, e.g. per-layer clock rates).
-_TYPE_NAMES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean",
-               "ints": "list of integers", "int|ints": "integer or list of integers",
-               "strs": "list of strings"}
+#: One config key: its type, default, allowed values or range, and what it means. The network's
+#: keys are the settings of ``core.settings`` (one definition for config and spec); the other
+#: sections' keys are declared here.
+Key = Setting
 
 
-@dataclass(frozen=True)
-class Key:
-    """One config key: its type, default, allowed values or range, and what it means."""
+def _key(name: str) -> Key:
+    """The config key of setting ``name``: the same definition, the default as a config spells
+    it (``""`` or ``0`` for None, a list for a tuple)."""
+    setting = SETTINGS[name]
+    return replace(setting, default=config_default(setting))
 
-    type: str
-    default: Any
-    doc: str
-    choices: tuple | None = None
-    minimum: float | None = None
-    exclusive_minimum: float | None = None
-    maximum: float | None = None
-    exclusive_maximum: float | None = None
 
-    @property
-    def is_list(self) -> bool:
-        return self.type in ("ints", "strs")
+def _derived(section: str, config_only: dict[str, tuple[str, Key]]) -> dict[str, Key]:
+    """The keys of ``section`` derived from :data:`~async_coagents.core.settings.SETTINGS`, with
+    each ``config_only`` key ``{name: (after, key)}`` placed after the key it belongs to."""
+    keys = {setting.config.split(".")[1]: _key(name) for name, setting in SETTINGS.items()
+            if setting.config is not None and setting.config.split(".")[0] == section}
+    for extra, (after, key) in config_only.items():
+        names = list(keys)
+        names.insert(names.index(after) + 1, extra)
+        keys = {n: key if n == extra else keys[n] for n in names}
+    return keys
 
+
+#: Config-level spellings that ``workload.network_spec`` turns into spec fields: epochs become
+#: batches (reinforce_epochs -> reinforce_updates, subset_redraw -> subset_every, staged ->
+#: freeze_at) once the data says how many batches an epoch has.
+_NETWORK_CONFIG_ONLY = {
+    "reinforce_epochs": ("reinforce_updates", Key(
+        "int", 0, "the same in epochs of the stream (the paper's epochsReinforce); exclusive "
+        "with reinforce_updates", minimum=0)),
+    "subset_redraw": ("subset", Key("str", "batch", "redraw the subset every batch or every epoch",
+                                    choices=("batch", "epoch"))),
+    "staged": ("subset_redraw", Key("bool", False, "freeze layers bottom-up on the paper's "
+                                    "schedule over run.epochs (§2.4)")),
+}
 
 SCHEMA: dict[str, dict[str, Key]] = {
-    "network": {
-        "learner": Key("str", "coagent", "coagent (every layer an agent), backprop, straight-through "
-                       "or policy-gradient (REINFORCE through a backprop MLP, §3.11)",
-                       choices=("coagent", "backprop", "straight-through", "policy-gradient")),
-        "hidden": Key("ints", [64], "units per hidden layer, bottom to top, e.g. [64, 64, 64]",
-                      minimum=1),
-        "units": Key("str", "bernoulli", "unit family of the hidden layers (§2.1, §2.2, §2.5)",
-                     choices=("bernoulli", "categorical", "gaussian")),
-        "n_actions": Key("int", 2, "K, actions per categorical unit (§2.2)", minimum=2),
-        "normalisation": Key("str", "unit", "state passed on by a categorical unit: index a, unit "
-                             "a/(K-1) or symmetric 2a/(K-1)-1 (§2.2 modes 1-3)",
-                             choices=("index", "unit", "symmetric")),
-        "sigma": Key("float", 0.5, "fixed standard deviation of Gaussian units (§2.5), "
-                     "1e-18 .. 1e18 (sigma^2 and 1/sigma^2 finite in float32)",
-                     minimum=1e-18, maximum=1e18),
-        "activation": Key("str", "", "Gaussian units: identity or relu after the sample; backprop: "
-                          "relu, tanh or sigmoid; empty for the default",
-                          choices=("", "identity", "relu", "tanh", "sigmoid")),
-        "partition": Key("str", "", "Gaussian units: one letter per hidden layer, d deterministic "
-                         "or s stochastic; groups backprop inside only (§2.6); empty = all s"),
-        "output": Key("str", "", "readout (supervised) or gaussian (a Gaussian output coagent); "
-                      "empty = readout for discrete units, gaussian for Gaussian units",
-                      choices=("", "readout", "gaussian")),
-        "rule": Key("str", "baseline", "learning rule: reinforce, baseline, input-baseline, "
-                    "layer-baseline, ac, ac-offpolicy, or the §3.9 reconstructions ac-mc, "
-                    "ac-reinforce, ac-offpolicy-reinforce", choices=tuple(RULES)),
-        "baseline_decay": Key("float", 0.99, "decay of the EMA baseline (§3.2)", minimum=0,
-                              exclusive_maximum=1),
-        "optimizer": Key("str", "rmsprop", "sgd, rmsprop or adam (§6.1)",
-                         choices=("sgd", "rmsprop", "adam")),
-        "lr": Key("float", 2.0 ** -11, "learning rate of every layer", exclusive_minimum=0),
-        "rmsprop_beta": Key("float", 0.99, "RMSprop smoothing constant", minimum=0,
-                            exclusive_maximum=1),
-        "adam_beta1": Key("float", 0.9, "Adam beta1", minimum=0, exclusive_maximum=1),
-        "adam_beta2": Key("float", 0.999, "Adam beta2", minimum=0, exclusive_maximum=1),
-        "eps": Key("float", 1e-8, "optimizer epsilon", exclusive_minimum=0),
-        "critic_layers": Key("int", 1, "hidden layers of each critic (§3.6)", minimum=0),
-        "critic_units": Key("int", 1024, "units per critic hidden layer", minimum=1),
-        "critic_lr_ratio": Key("float", 2.0, "critic learning rate / lr", exclusive_minimum=0),
-        "reinforce_updates": Key("int", 0, "ac-reinforce rules: batches of REINFORCE before the "
-                                 "critic signal takes over (§3.9)", minimum=0),
-        "reinforce_epochs": Key("int", 0, "the same in epochs of the stream (the paper's "
-                                "epochsReinforce); exclusive with reinforce_updates", minimum=0),
-        "subset": Key("int", 0, "units per layer that sample and learn, the rest greedy; "
-                      "0 = all (§2.3)", minimum=0),
-        "subset_redraw": Key("str", "batch", "redraw the subset every batch or every epoch",
-                             choices=("batch", "epoch")),
-        "staged": Key("bool", False, "freeze layers bottom-up on the paper's schedule over "
-                      "run.epochs (§2.4)"),
-        "dtype": Key("str", "float32", "floating point type of the network",
-                     choices=("float32", "float64")),
-    },
+    "network": _derived("network", _NETWORK_CONFIG_ONLY),
     "data": {
         "dataset": Key("str", "multiplexer", "multiplexer, correlated (generated, no download), "
                        "fashion-mnist or mnist",
@@ -148,11 +119,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "window": Key("int", 1, "batches in flight at once", minimum=1),
         "reward_delay": Key("int", 0, "the reward of batch t arrives after the forward of batch "
                             "t+D", minimum=0),
-        "update_every": Key("int|ints", 1, "clock rate: a layer steps every n of its batches "
-                            "(one value, or one per layer agent)", minimum=1),
-        "units_per_actor": Key("int", 0, "split each hidden layer into node groups of this many "
-                               "units, each its own agent (an actor on ray); 0 = whole layers",
-                               minimum=0),
+        "update_every": _key("update_every"),
+        "units_per_actor": _key("units_per_agent"),
         "address": Key("str", "", "Ray cluster address; empty = start a local Ray instance"),
         "placement": Key("str", "default", "where Ray places the layer actors: default (Ray "
                          "decides), nodes (layer i on the i-th node, round robin; elsewhere if that "
@@ -176,8 +144,6 @@ TOP_LEVEL = {"name": Key("str", "experiment", "name of the experiment, one path 
                          "characters (run directories are named after it)"),
              "description": Key("str", "", "one line saying what the experiment shows")}
 SECTIONS = tuple(SCHEMA)
-#: Every integer of a config is stored in the run's checkpoints as a 64-bit msgpack int.
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 #: A run name is one safe path component (it names directories under runs/ and sweep members).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 #: The most runs one sweep may expand to (the product of its axes is checked before expanding).
@@ -277,8 +243,8 @@ def apply_overrides(raw: dict, overrides: list[str], origin: str = "config") -> 
             )
         section = raw.setdefault(parts[0], {})
         if not isinstance(section, dict):
-            raise ConfigError(f"{origin}: [{parts[0]}] must be a table, got {_kind(section)} "
-                              f"{_short(section)}, so --set {key} has nowhere to go")
+            raise ConfigError(f"{origin}: [{parts[0]}] must be a table, got {kind(section)} "
+                              f"{short(section)}, so --set {key} has nowhere to go")
         section[parts[1]] = value
     return raw
 
@@ -325,11 +291,11 @@ def check_tables(raw: Any, origin: str) -> None:
     """The shape every later step relies on: the config is a table and each section is a table
     (``network = 5`` and ``[[network]]`` are not)."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{origin}: a config is a TOML table, got {_kind(raw)}")
+        raise ConfigError(f"{origin}: a config is a TOML table, got {kind(raw)}")
     for section in SCHEMA:
         if section in raw and not isinstance(raw[section], dict):
-            raise ConfigError(f"{origin}: [{section}] must be a table, got {_kind(raw[section])} "
-                              f"{_short(raw[section])}")
+            raise ConfigError(f"{origin}: [{section}] must be a table, got {kind(raw[section])} "
+                              f"{short(raw[section])}")
 
 
 def _is_sweep(spec: Key, value: Any) -> bool:
@@ -347,8 +313,8 @@ def _check_axis(where: str, spec: Key, values: list) -> None:
     for i, value in enumerate(values):
         items = value if spec.type in ("ints", "strs", "int|ints") else [value]
         if any(isinstance(item, list | dict) for item in items):
-            raise ConfigError(f"{where}: sweep value [{i}] is {_short(value)}; a sweep lists "
-                              f"single values of the key ({_TYPE_NAMES[spec.type]}), not "
+            raise ConfigError(f"{where}: sweep value [{i}] is {short(value)}; a sweep lists "
+                              f"single values of the key ({TYPE_NAMES[spec.type]}), not "
                               "nested lists or tables")
 
 
@@ -358,7 +324,8 @@ def validate(raw: dict, origin: str = "config") -> dict:
 
     Raises :class:`ConfigError` naming the key and why: unknown key or section, wrong type,
     impossible value, an integer beyond 64 bits, a name that is not one path component, a run
-    that cannot fit in this machine's memory (``footprint.check_fits``).
+    that cannot fit in this machine's memory (``footprint.check_fits``), a network that
+    ``NetworkSpec`` rejects (its combination rules, reported as ``[network] ...``).
     """
     check_tables(raw, origin)
     config = defaults()
@@ -384,71 +351,13 @@ def validate(raw: dict, origin: str = "config") -> dict:
                           "letters, digits, '.', '_' and '-', starting with a letter or digit, "
                           "at most 100 characters")
     _check_combinations(config, origin)
+    _check_network(config, origin)
     check_fits(config, origin)
     return config
 
 
 def _check(dotted: str, spec: Key, value: Any, origin: str) -> Any:
-    where = f"{origin}: {dotted}"
-    expected = _TYPE_NAMES[spec.type]
-    if spec.type in ("ints", "int|ints") and isinstance(value, list):
-        if not value:
-            raise ConfigError(f"{where} must be a non-empty {expected}")
-        for i, item in enumerate(value):
-            if not _is_int(item):
-                raise ConfigError(f"{where}[{i}] must be an integer, got {_short(item)}")
-            _check_range(f"{where}[{i}]", spec, item)
-        return list(value)
-    if spec.type == "strs":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where} must be a {expected}, got {_short(value)}")
-        for i, item in enumerate(value):
-            _check_text(f"{where}[{i}]", item)
-        return list(value)
-    if spec.type == "ints":
-        raise ConfigError(f"{where} must be a {expected}, got {_short(value)}")
-    if spec.type in ("int", "int|ints"):
-        if not _is_int(value):
-            if isinstance(value, list):
-                raise ConfigError(f"{where} must be one {expected}; a list here is a sweep, which "
-                                  "expand_sweep() resolves first")
-            raise ConfigError(f"{where} must be an {expected}, got {_short(value)}")
-    elif spec.type == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a {expected}, got {_short(value)}")
-        try:
-            value = float(value)
-        except OverflowError:  # an int beyond the float range
-            raise ConfigError(f"{where} must be finite, got {_short(value)}") from None
-        if not math.isfinite(value):
-            raise ConfigError(f"{where} must be finite, got {value!r}")
-    elif spec.type == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a {expected}, got {_short(value)}")
-        _check_text(where, value)
-    elif spec.type == "bool" and not isinstance(value, bool):
-        raise ConfigError(f"{where} must be true or false, got {_short(value)}")
-    if spec.choices is not None and value not in spec.choices:
-        shown = [c for c in spec.choices if c != ""]
-        raise ConfigError(f"{where} must be one of {shown}, got {value!r}")
-    _check_range(where, spec, value)
-    return value
-
-
-def _check_range(where: str, spec: Key, value: Any) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return
-    if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
-        raise ConfigError(f"{where} must fit in 64 bits ({INT_MIN} .. {INT_MAX}: run checkpoints "
-                          f"store it as int64), got {_short(value)}")
-    if spec.minimum is not None and value < spec.minimum:
-        raise ConfigError(f"{where} must be >= {spec.minimum}, got {value!r}")
-    if spec.exclusive_minimum is not None and value <= spec.exclusive_minimum:
-        raise ConfigError(f"{where} must be > {spec.exclusive_minimum}, got {value!r}")
-    if spec.maximum is not None and value > spec.maximum:
-        raise ConfigError(f"{where} must be <= {spec.maximum}, got {value!r}")
-    if spec.exclusive_maximum is not None and value >= spec.exclusive_maximum:
-        raise ConfigError(f"{where} must be < {spec.exclusive_maximum}, got {value!r}")
+    return check_value(f"{origin}: {dotted}", spec, value)
 
 
 def _check_combinations(config: dict, origin: str) -> None:
@@ -480,16 +389,13 @@ def _check_combinations(config: dict, origin: str) -> None:
     if backend["placement"] == "resources" and not backend["node_resources"]:
         raise ConfigError(f"{origin}: backend.placement = 'resources' needs "
                           "backend.node_resources (one resource name per layer)")
+    # a config-level rule: NetworkSpec, for library users, ignores them for other unit families
     if net["units"] != "categorical" and (net["n_actions"] != 2 or net["normalisation"] != "unit"):
         raise ConfigError(f"{origin}: network.n_actions and network.normalisation apply to "
                           f"categorical units only, and network.units is {net['units']!r}")
     if backend["address"] and backend["kind"] != "ray":
         raise ConfigError(f"{origin}: backend.address ({backend['address']!r}) is for the Ray "
                           f"backend, and backend.kind is {backend['kind']!r}")
-    if RULES[net["rule"]].sends_feedback and net["lr"] * net["critic_lr_ratio"] == math.inf:
-        raise ConfigError(f"{origin}: the critics' learning rate network.lr x "
-                          f"network.critic_lr_ratio ({net['lr']!r} x {net['critic_lr_ratio']!r}) "
-                          "is not finite")
     if backend["reward_delay"] >= backend["window"]:
         raise ConfigError(f"{origin}: backend.reward_delay ({backend['reward_delay']}) needs "
                           f"backend.window >= {backend['reward_delay'] + 1} batches in flight "
@@ -504,33 +410,14 @@ def _check_combinations(config: dict, origin: str) -> None:
                           "run.pretrain_updates (pre-training copies whole layers)")
 
 
-def _check_text(where: str, value: str) -> None:
-    if "\0" in value:
-        raise ConfigError(f"{where} must not contain a NUL character, got {value!r}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _kind(value: Any) -> str:
-    """What a TOML value is, in TOML's words."""
-    if isinstance(value, list):
-        return "an array of tables" if value and all(isinstance(v, dict) for v in value) \
-            else "an array"
-    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
-            dict: "a table"}.get(type(value), type(value).__name__)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a 10**400 or a huge list stays readable)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
-        return f"an integer of {value.bit_length()} bits"
+def _check_network(config: dict, origin: str) -> None:
+    """The network's combination rules, written once in :class:`NetworkSpec`, reached here by
+    constructing the spec with the sizes the data config implies (``footprint.estimated_spec``;
+    no data is loaded)."""
     try:
-        text = repr(value)
-    except ValueError:  # holds an integer too long to print
-        return f"{_kind(value)} holding an integer of thousands of digits"
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+        estimated_spec(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: [network] {exc}") from None
 
 
 def _suggest(key: str, known: dict) -> str:
@@ -549,12 +436,12 @@ def schema_text() -> str:
     """The schema as readable text (``coagents configs --schema``)."""
     lines = []
     for key, spec in TOP_LEVEL.items():
-        lines.append(f"{key} ({_TYPE_NAMES[spec.type]}, default {spec.default!r}): {spec.doc}")
+        lines.append(f"{key} ({TYPE_NAMES[spec.type]}, default {spec.default!r}): {spec.doc}")
     for section, keys in SCHEMA.items():
         lines.append(f"\n[{section}]")
         for key, spec in keys.items():
-            extra = f"; one of {[c for c in spec.choices if c]}" if spec.choices else ""
-            lines.append(f"  {key} ({_TYPE_NAMES[spec.type]}, default {spec.default!r}{extra})")
+            extra = f"; one of {[c for c in spec.allowed if c]}" if spec.allowed else ""
+            lines.append(f"  {key} ({TYPE_NAMES[spec.type]}, default {spec.default!r}{extra})")
             lines.append(f"      {spec.doc}")
     lines.append("\nA list where one value is expected is a sweep (a list of lists for list keys);")
     lines.append("the runs are the Cartesian product of all sweep axes, e.g. run.seed = [0, 1, 2].")

@@ -1,6 +1,8 @@
 """What a validated config will allocate, estimated before anything is built, and the check that
 it fits in this machine's memory; plus the backstop that turns a ``MemoryError`` while building
-into a :class:`ConfigError`.
+into a :class:`ConfigError`. The layer agents and critics counted are those of the
+``NetworkSpec.layer_plan`` the config implies (:func:`estimated_spec`: sizes from the data config,
+nothing loaded).
 
 The estimate is an upper bound of the big arrays, not an accounting of every byte:
 
@@ -23,9 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from async_coagents.core.network import NetworkSpec
 from async_coagents.core.rules import RULES
 from async_coagents.data.datasets import IMAGE_SHAPE, N_CLASSES
 from async_coagents.errors import ConfigError
+from async_coagents.experiment.workload import spec_fields
 
 #: Images of the official MNIST / Fashion-MNIST files (60,000 training and 10,000 test).
 IDX_IMAGES = 70_000
@@ -48,12 +52,12 @@ class Part:
 def estimate(config: dict) -> list[Part]:
     """The estimated allocations of a validated ``config``, largest first."""
     net, data, backend = config["network"], config["data"], config["backend"]
-    n_in, n_out, n_eval, data_bytes = _data_shape(data)
+    n_in, n_out, n_eval, data_bytes = data_shape(data)
     item = np.dtype(net["dtype"]).itemsize
     slots = _OPTIMIZER_SLOTS[net["optimizer"]]
     slow_clock = backend["update_every"] != 1
     copies = 3 + slots + int(slow_clock) + 2 * (1 + slots)
-    layers, critics = _plan(net, n_in, n_out)
+    layers, critics = _plan(estimated_spec(config))
     if config["run"]["pretrain_updates"]:
         layers.append([n_in, *net["hidden"], n_out])
     batch = data["batch"]
@@ -73,6 +77,15 @@ def estimate(config: dict) -> list[Part]:
         Part(_data_keys(data), "of data", data_bytes + max(batch, STREAM_CHUNK) * 24),
     ]
     return sorted((p for p in parts if p.bytes), key=lambda p: -p.bytes)
+
+
+def estimated_spec(config: dict) -> NetworkSpec:
+    """The :class:`NetworkSpec` of a validated ``config`` with the sizes its data config implies
+    (:func:`data_shape`; nothing is loaded). Epoch-based settings count one batch per epoch: they
+    change no size and no valid combination. Raises the spec's :class:`ConfigError`."""
+    n_inputs, n_outputs, _, _ = data_shape(config["data"])
+    task = "regression" if config["data"]["dataset"] == "correlated" else "classification"
+    return NetworkSpec(**spec_fields(config, n_inputs, n_outputs, task, batches_per_epoch=1))
 
 
 def check_fits(config: dict, origin: str, limit: int | None = None) -> None:
@@ -122,7 +135,7 @@ def human(n: int) -> str:
 
 
 # ---- the pieces ----------------------------------------------------------------------------
-def _data_shape(data: dict) -> tuple[int, int, int, int]:
+def data_shape(data: dict) -> tuple[int, int, int, int]:
     """(inputs, outputs, examples of the largest evaluation set, bytes of the data)."""
     name = data["dataset"]
     if name == "multiplexer":
@@ -141,27 +154,19 @@ def _data_keys(data: dict) -> tuple[str, ...]:
     return ("data.batch",)
 
 
-def _plan(net: dict, n_in: int, n_out: int) -> tuple[list[list[int]], list[tuple[int, int]]]:
-    """MLP sizes of every layer agent (``NetworkSpec.layer_plan``'s layout, with each hidden
-    layer its own agent: an upper bound for partition groups) and (parameters, summed widths) of
-    every critic."""
-    hidden = net["hidden"]
-    if net["learner"] != "coagent":
-        return [[n_in, *hidden, n_out]], []
-    k = {"gaussian": 1, "bernoulli": 2, "categorical": net["n_actions"]}[net["units"]]
-    output = net["output"] or ("gaussian" if net["units"] == "gaussian" else "readout")
-    has_critic = RULES[net["rule"]].sends_feedback
-    units, depth = net["critic_units"], net["critic_layers"]
-    layers, critics, previous = [], [], n_in
-    for index, width in enumerate(hidden):
-        layers.append([previous, width * k])
-        if has_critic and index > 0:
-            critics.append(_critic(previous + width, units, depth))
-        previous = width
-    layers.append([previous, n_out])
-    if has_critic and output == "gaussian":
-        critics.append(_critic(previous + n_out, units, depth))
-    return layers, critics
+def _plan(spec: NetworkSpec) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """MLP sizes of every layer agent (``NetworkSpec.layer_plan``) and (parameters, summed
+    widths) of every critic: one per stochastic layer above the bottom one, on its input and its
+    units' actions, when the rule sends feedback."""
+    plan = spec.layer_plan()
+    has_critic = spec.learner == "coagent" and RULES[spec.rule].sends_feedback
+    k = {"gaussian": 1, "bernoulli": 2, "categorical": spec.n_actions}[spec.units]
+    critics = []
+    for index, (kind, sizes) in enumerate(plan):
+        if has_critic and index > 0 and kind in ("coagent", "gaussian-output"):
+            n_units = sizes[-1] // (k if kind == "coagent" else 1)
+            critics.append(_critic(sizes[0] + n_units, spec.critic_units, spec.critic_layers))
+    return [sizes for _, sizes in plan], critics
 
 
 def _critic(n_first: int, units: int, depth: int) -> tuple[int, int]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from async_coagents.core import seeding
 from async_coagents.core.network import NetworkSpec, staged_freeze_epochs
+from async_coagents.core.settings import SETTINGS, from_config
 from async_coagents.data import (
     ClassBlockedStream,
     CorrelatedStream,
@@ -97,30 +98,37 @@ def _default_eval_every(config: dict, updates: int, batches_per_epoch: int | Non
     return max(1, updates // 20)
 
 
-def network_spec(config: dict, workload: Workload) -> NetworkSpec:
-    """The network of ``config`` for ``workload``: sizes from the data, epoch-based settings
-    turned into batches, clock rates from the backend section."""
+def spec_fields(config: dict, n_inputs: int, n_outputs: int, task: str,
+                batches_per_epoch: int | None) -> dict:
+    """The :class:`NetworkSpec` fields of ``config`` (all but ``freeze_at``): every setting a
+    config holds copied from where ``core.settings`` says (``""`` / ``0`` read as None), the sizes
+    given, and the config-level spellings turned into spec fields (epoch-based settings into
+    batches of ``batches_per_epoch``)."""
     net = config["network"]
-    per_epoch = workload.batches_per_epoch
-    fields = {key: net[key] for key in (
-        "learner", "units", "n_actions", "normalisation", "sigma", "rule", "baseline_decay",
-        "optimizer", "lr", "rmsprop_beta", "adam_beta1", "adam_beta2", "eps", "critic_layers",
-        "critic_units", "critic_lr_ratio", "dtype")}
+    fields = {}
+    for name, setting in SETTINGS.items():
+        if setting.config is not None:
+            section, key = setting.config.split(".")
+            fields[name] = from_config(setting, config[section][key])
     fields.update(
-        n_inputs=workload.n_inputs, n_outputs=workload.n_outputs, task=workload.task,
-        hidden=tuple(net["hidden"]),
-        activation=net["activation"] or None, partition=net["partition"] or None,
-        output=net["output"] or None, subset=net["subset"] or None,
-        subset_every=per_epoch if net["subset_redraw"] == "epoch" else 1,
-        reinforce_updates=net["reinforce_updates"] or net["reinforce_epochs"] * (per_epoch or 0),
-        update_every=config["backend"]["update_every"],
-        units_per_agent=config["backend"]["units_per_actor"],
+        n_inputs=n_inputs, n_outputs=n_outputs, task=task,
+        subset_every=batches_per_epoch if net["subset_redraw"] == "epoch" else 1,
+        reinforce_updates=net["reinforce_updates"]
+        or net["reinforce_epochs"] * (batches_per_epoch or 0),
     )
+    return fields
+
+
+def network_spec(config: dict, workload: Workload) -> NetworkSpec:
+    """The network of ``config`` for ``workload``: :func:`spec_fields` with the data's sizes and
+    batches per epoch, and ``staged`` turned into ``freeze_at``."""
+    per_epoch = workload.batches_per_epoch
+    fields = spec_fields(config, workload.n_inputs, workload.n_outputs, workload.task, per_epoch)
     try:
         spec = NetworkSpec(**fields)
     except ConfigError as exc:
         raise ConfigError(f"[network] {exc}") from None
-    if net["staged"]:
+    if config["network"]["staged"]:
         n_hidden = sum(kind == "coagent" for kind, _ in spec.layer_plan())
         epochs = staged_freeze_epochs(config["run"]["epochs"], n_hidden)
         spec = NetworkSpec(**{**fields, "freeze_at": tuple(
