@@ -20,13 +20,12 @@ from async_coagents.core.network import Network
 
 
 class CoagentTraining:
-    """The coagent network on the run's backend, from update ``begins`` to the end."""
+    """The coagent network on the run's backend, from the hand-over (or the start) to the end."""
 
     name = "coagent"
 
-    def __init__(self, backend, begins: int) -> None:
+    def __init__(self, backend) -> None:
         self.backend = backend
-        self.begins = begins
 
     def submit(self, sid, x, labels) -> list[Completed]:
         return self.backend.submit(sid, x, labels)
@@ -36,16 +35,15 @@ class CoagentTraining:
 
 
 class Pretraining:
-    """The backprop twin, for the first ``updates`` updates (see the module docstring).
+    """The backprop twin, for the run's first ``run.pretrain_updates`` updates (see the module
+    docstring).
     ``make_backend(network, subdirectory)`` builds a backend of the run's kind; the twin's backend
     is built at its first use, so a resumed run builds it only while it still pre-trains."""
 
     name = "pretrain"
 
-    def __init__(self, twin: Network, updates: int,
-                 make_backend: Callable[[Network, str], object]) -> None:
+    def __init__(self, twin: Network, make_backend: Callable[[Network, str], object]) -> None:
         self.twin = twin
-        self.updates = updates
         self._make_backend = make_backend
         self._backend = None
 

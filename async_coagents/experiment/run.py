@@ -73,13 +73,13 @@ class Run:
             raise ConfigError(f"run.pretrain_updates ({self.pretrain_updates}) must be smaller "
                               f"than the run's {self.workload.updates} updates")
         self.backend = make_backend(config, self.network, directory.path)
-        self.coagent = CoagentTraining(self.backend, self.pretrain_updates)
+        self.coagent = CoagentTraining(self.backend)
         self.pretraining = None
         if self.pretrain_updates:
             synchronous = {**config, "backend": {**config["backend"], "window": 1,
                                                  "reward_delay": 0}}
             self.pretraining = Pretraining(
-                build_network(self.spec.pretraining_twin(), seed), self.pretrain_updates,
+                build_network(self.spec.pretraining_twin(), seed),
                 lambda twin, agents: make_backend(synchronous, twin, directory.path, agents))
         self.state = Counters()
         self.show_progress = progress
