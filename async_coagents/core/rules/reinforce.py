@@ -37,11 +37,15 @@ class GlobalBaseline(Rule):
     @classmethod
     def build(cls, settings: RuleSettings) -> GlobalBaseline:
         rule = cls()
-        rule.baseline = settings.ema_baseline()
+        rule.baseline = cls.make_baseline(settings)
         return rule
 
+    @staticmethod
+    def make_baseline(settings: RuleSettings):
+        return settings.ema_baseline()
+
     def signal(self, step: Step) -> np.ndarray:
-        return self.baseline.advantage(self.returns(step), step.state)  # (3.2) G = r - b
+        return self.baseline.advantage(self.returns(step), step.state)  # (3.2) r - b; (3.5) r - V_i(s_i)
 
     def after_step(self, step: Step) -> None:
         self.baseline.learn(self.returns(step), step.state)  # b <- beta b + (1 - beta) mean(r)
@@ -52,20 +56,17 @@ class LayerStateBaseline(GlobalBaseline):
 
         G_{i,b} = r_b - V_i(s_{i,b}),   V_i regressed to r (one step on mean_b (V_i - r_b)^2)
         after the policy step.
+
+    Only the baseline differs from §3.2: ``signal`` subtracts it and ``after_step`` regresses it.
     """
 
     name = "layer-baseline"
     section = "§3.5"
     summary = "REINFORCE minus a linear V_i(s_i) on each layer's input"
 
-    @classmethod
-    def build(cls, settings: RuleSettings) -> LayerStateBaseline:
-        rule = cls()
-        rule.baseline = settings.state_baseline()
-        return rule
-
-    def signal(self, step: Step) -> np.ndarray:
-        return self.baseline.advantage(self.returns(step), step.state)  # (3.5) G = r - V_i(s_i)
+    @staticmethod
+    def make_baseline(settings: RuleSettings):
+        return settings.state_baseline()
 
 
 class InputStateBaseline(Reinforce):
