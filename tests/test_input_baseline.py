@@ -1,29 +1,11 @@
 """The input-state baseline (§3.4) is an agent like the others: its in-flight inputs are part of its
-saved state, so a run stopped with batches in flight resumes bit for bit."""
+saved state, so a run stopped with batches in flight resumes bit for bit (that run is
+``tests/test_run.py::test_resume_after_an_interruption_is_bit_exact[input-baseline-2-1]``)."""
 
 import numpy as np
 
 from async_coagents.backends.local import LocalBackend
 from async_coagents.core.network import NetworkSpec, build_network
-from async_coagents.experiment.run import resume, train
-from tests.test_run import final_params, quick_config, rows_without_timing, stopped_run
-
-
-def test_input_baseline_run_stopped_with_batches_in_flight_resumes_bit_exactly(tmp_path):
-    config = quick_config(**{"network.rule": "input-baseline", "backend.window": 2,
-                             "backend.reward_delay": 1})
-    train(config, tmp_path / "whole", progress=False)
-    stopped = stopped_run(config, tmp_path / "split", stop_after=57)
-    assert stopped["status"] == "interrupted" and stopped["accounting"]["in_flight"] == 1
-    resumed = resume(tmp_path / "split", progress=False)
-    assert resumed["status"] == "completed" and resumed["updates"] == 120
-    whole, whole_state = final_params(tmp_path / "whole")
-    split, split_state = final_params(tmp_path / "split")
-    for a, b in zip(whole, split, strict=True):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(whole_state["backend"]["network"]["input_baseline"]["params"],
-                                  split_state["backend"]["network"]["input_baseline"]["params"])
-    assert rows_without_timing(tmp_path / "whole") == rows_without_timing(tmp_path / "split")
 
 
 def test_the_input_baseline_saves_the_inputs_of_batches_in_flight():

@@ -20,6 +20,7 @@ from async_coagents.errors import CheckpointError, ConfigError, DivergedError
 from async_coagents.experiment import config as cfg
 from async_coagents.experiment.divergence import DivergenceCriterion
 from async_coagents.experiment.run import Run, RunDirectory, evaluate_run, resume, train
+from tests.regression_cases import digests
 
 
 def quick_config(**overrides):
@@ -84,9 +85,12 @@ def test_an_existing_run_directory_is_not_overwritten(tmp_path):
         train(quick_config(), tmp_path / "run", progress=False)
 
 
-@pytest.mark.parametrize("window, delay", [(1, 0), (4, 3)])
-def test_resume_after_an_interruption_is_bit_exact(tmp_path, window, delay):
-    config = quick_config(**{"backend.window": window, "backend.reward_delay": delay})
+@pytest.mark.parametrize("rule, window, delay", [("baseline", 1, 0), ("baseline", 4, 3),
+                                                 ("input-baseline", 2, 1)])
+def test_resume_after_an_interruption_is_bit_exact(tmp_path, rule, window, delay):
+    """With batches in flight too; the input baseline (§3.4) saves its inputs of those batches."""
+    config = quick_config(**{"network.rule": rule, "backend.window": window,
+                             "backend.reward_delay": delay})
     train(config, tmp_path / "whole", progress=False)
     stopped = stopped_run(config, tmp_path / "split", stop_after=57)  # mid-interval
     assert stopped["status"] == "interrupted" and stopped["updates"] == 57
@@ -99,6 +103,7 @@ def test_resume_after_an_interruption_is_bit_exact(tmp_path, window, delay):
         np.testing.assert_array_equal(a, b)
     assert rows_without_timing(tmp_path / "whole") == rows_without_timing(tmp_path / "split")
     assert whole_state["stream"] == split_state["stream"]
+    assert digests(whole_state["backend"]) == digests(split_state["backend"])  # every array
 
 
 def test_resume_of_a_finished_run_changes_nothing_and_says_so(tmp_path, caplog):
