@@ -11,6 +11,13 @@ import pytest
 os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+# The floating-point kernels of the test session, pinned before numpy is imported (the Ray
+# workers the tests start inherit them): numpy's AVX-512 loops and OpenBLAS's CPU-specific kernels
+# give other last bits in float32 on other CPUs, and the regression fixture is bit for bit. With
+# these pins every x86-64 CPU with AVX2 runs the same code paths (tests/platform.py checks them).
+os.environ.setdefault("NPY_DISABLE_CPU_FEATURES", "X86_V4 AVX512_ICL AVX512_SPR")
+os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+
 from async_coagents.data import load_dataset
 from async_coagents.errors import DataError
 

@@ -6,6 +6,7 @@ reproduce the numbers the local backend recorded, bit for bit (``tests/regressio
 import pytest
 
 from tests.regression_cases import compare, load_fixture, run_case
+from tests.test_regression import check_platform
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -16,5 +17,6 @@ RAY_CASES = ["baseline", "ac-offpolicy-window3-delay1", "units-per-actor",
 
 @pytest.mark.parametrize("name", RAY_CASES)
 def test_a_ray_run_reproduces_the_recorded_local_numbers_bit_for_bit(name, tmp_path):
+    check_platform()
     got = run_case(name, tmp_path / name, ["backend.kind=ray"])
     assert compare(name, got, load_fixture()[name]) == []

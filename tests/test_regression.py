@@ -7,9 +7,11 @@ import os
 import pytest
 
 from tests.conftest import require_dataset
+from tests.platform import platform
 from tests.regression_cases import CASES, DATA_CASES, FIXTURE, compare, load_fixture, run_case
 
 RECORD = os.environ.get("COAGENTS_RECORD_REGRESSION") == "1"
+PLATFORM = FIXTURE.with_name("regression_platform.json")
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +20,21 @@ def recorded():
         return {}
     if not FIXTURE.exists():
         pytest.fail(f"{FIXTURE} is missing: record it (see tests/regression_cases.py)")
+    check_platform()
     return load_fixture()
+
+
+def check_platform() -> None:
+    """The fixture's numbers are those of one floating-point platform: this session must run
+    it (else every case would differ for a reason that is not the code's)."""
+    import json
+
+    want = json.loads(PLATFORM.read_text(encoding="utf-8"))
+    got = platform()
+    if got != want:
+        pytest.fail(f"the regression fixture was recorded on {want}, this session runs {got}: "
+                    "the pins of tests/conftest.py (numpy's version in pyproject's dev extra, "
+                    "NPY_DISABLE_CPU_FEATURES, OPENBLAS_CORETYPE) should make them equal")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,6 +46,7 @@ def _write_when_recording(recorded):
         FIXTURE.parent.mkdir(exist_ok=True)
         FIXTURE.write_text(json.dumps(dict(sorted(recorded.items())), indent=1) + "\n",
                            encoding="utf-8")
+        PLATFORM.write_text(json.dumps(platform(), indent=1) + "\n", encoding="utf-8")
 
 
 @pytest.mark.parametrize("name", [*CASES, *DATA_CASES])
