@@ -6,9 +6,12 @@ Mechanical checks (any network, :func:`check_network`): determinism under the se
 trip after synchronous steps and one with batches in flight (window 4, reward delay 3), read-only
 inputs (Ray's object store), every layer learns and nothing leaks, a pickle round trip, and local
 equals Ray when a Ray session is running. Rule checks, on each coagent layer: every applied policy
-step equals ``-lr`` times the gradient of the surrogate ``J = -(1/B) sum_b G_b sum_u log pi(a_bu |
-s_b)`` by central differences, with ``G`` from the rule's :meth:`~async_coagents.core.rules.Rule.
-signal`; an example's ``G`` rises with its return (a rule with the wrong sign fails); a rule
+step equals ``-lr`` times the gradient of the surrogate ``J = -(1/B) sum_b sum_u G_bu log pi(a_bu
+| s_b)`` by central differences, with ``G`` (per example or per unit) from the rule's
+:meth:`~async_coagents.core.rules.Rule.signal` — or, for a rule that states its own
+``policy_grad`` ``dJ/dz``, the gradient that ``dJ/dz`` makes through the policy network (the
+estimator's maths is then the gradient instrument's to check, ``async_coagents.diagnose``); an
+example's ``G`` rises with its return (a rule with the wrong sign fails); a rule
 holding a baseline subtracts it; a critic rule's message is its updated critic at the downstream
 action it declares (``target_policy``: sampled for §3.6, greedy for §3.7).
 
@@ -34,6 +37,7 @@ from async_coagents.core.mlp import MLP
 from async_coagents.core.network import Network, NetworkSpec, build_network
 from async_coagents.core.optim import SGD
 from async_coagents.core.rules import RULES, Rule, Step, register
+from async_coagents.errors import ConfigError
 
 Factory = Callable[[int], Network]
 STEPS = 6
@@ -47,6 +51,8 @@ FAMILIES: dict[str, dict] = {
                         normalisation="symmetric"),
     "gaussian": dict(n_inputs=3, n_outputs=1, task="regression", hidden=(6, 5), units="gaussian",
                      activation="relu"),
+    "categorical-output": dict(n_inputs=5, n_outputs=3, hidden=(6, 5), units="bernoulli",
+                               output="categorical"),
 }
 
 
@@ -225,6 +231,7 @@ class _Recorder:
         self.steps: dict[str, Step] = {}
         self.signals: dict[str, np.ndarray] = {}
         self.messages: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.policy_grads: dict[str, np.ndarray] = {}
         self.entries: dict[str, object] = {}
         for layer in _coagents(net):
             self._wrap(layer)
@@ -232,6 +239,13 @@ class _Recorder:
     def _wrap(self, layer: CoagentLayer) -> None:
         rule, name = layer.rule, layer.name
         signal, message, learn = rule.signal, rule.message, layer._learn
+        policy_grad = rule.policy_grad
+
+        def recording_policy_grad(step):
+            d = policy_grad(step)
+            self.steps[name] = step
+            self.policy_grads[name] = np.array(d, dtype=np.float64)
+            return d
 
         def recording_signal(step):
             g = signal(step)
@@ -252,40 +266,63 @@ class _Recorder:
 
         rule.signal, rule.message, layer._learn = recording_signal, recording_message, \
             recording_learn
+        if overrides_policy_grad(rule):  # the default calls the recorded signal
+            rule.policy_grad = recording_policy_grad
 
     @staticmethod
     def unwrap(net: Network) -> None:
         for layer in _coagents(net):
-            for attr in ("signal", "message"):
+            for attr in ("signal", "message", "policy_grad"):
                 layer.rule.__dict__.pop(attr, None)
             layer.__dict__.pop("_learn", None)
 
 
+def overrides_policy_grad(rule: Rule) -> bool:
+    """Whether ``rule``'s step is its own ``dJ/dz`` rather than the score-function estimate of
+    its signal."""
+    return type(rule).policy_grad is not Rule.policy_grad
+
+
+def _central_differences(theta: np.ndarray, surrogate: Callable[[], float],
+                         params: np.ndarray) -> np.ndarray:
+    grad = np.empty_like(theta)
+    params[...] = theta
+    for i in range(theta.size):
+        params[i] = theta[i] + FD_EPS
+        up = surrogate()
+        params[i] = theta[i] - FD_EPS
+        down = surrogate()
+        params[i] = theta[i]
+        grad[i] = (up - down) / (2 * FD_EPS)
+    return grad
+
+
 def _surrogate_gradient(layer: CoagentLayer, theta: np.ndarray, entry, g: np.ndarray
                         ) -> np.ndarray:
-    """Central differences of ``J(theta) = -(1/B) sum_b G_b sum_u log pi(a_bu | s_b; theta)`` in
-    float64 (over the sampling units only, §2.3)."""
+    """Central differences of ``J(theta) = -(1/B) sum_b sum_u G_bu log pi(a_bu | s_b; theta)``
+    in float64 (over the sampling units only, §2.3), ``G`` one return per example or per unit."""
     policy = MLP(layer.net.sizes, layer.net.activation, dtype=np.float64, zero_init=True)
     x = np.asarray(entry.x, dtype=np.float64)
     unit = layer.unit
+    g = g if g.ndim == 2 else g[:, None]
 
     def surrogate() -> float:
         dist = unit.policy(policy(x))
-        log_pi = unit.log_prob(dist, entry.action)
+        weighted = g * unit.log_prob(dist, entry.action)
         if entry.mask is not None:
-            log_pi = log_pi[:, entry.mask]
-        return float(-(g[:, None] * log_pi).sum() / len(x))
+            weighted = weighted[:, entry.mask]
+        return float(-weighted.sum() / len(x))
 
-    policy.params[...] = theta
-    grad = np.empty_like(theta)
-    for i in range(theta.size):
-        policy.params[i] = theta[i] + FD_EPS
-        up = surrogate()
-        policy.params[i] = theta[i] - FD_EPS
-        down = surrogate()
-        policy.params[i] = theta[i]
-        grad[i] = (up - down) / (2 * FD_EPS)
-    return grad
+    return _central_differences(theta, surrogate, policy.params)
+
+
+def _linear_surrogate_gradient(layer: CoagentLayer, theta: np.ndarray, entry, d: np.ndarray
+                               ) -> np.ndarray:
+    """Central differences of ``J(theta) = sum_bk d_bk z_bk(theta)``: the gradient that a rule's
+    own ``dJ/dz`` ``d`` makes through the layer's policy network, in float64."""
+    policy = MLP(layer.net.sizes, layer.net.activation, dtype=np.float64, zero_init=True)
+    x = np.asarray(entry.x, dtype=np.float64)
+    return _central_differences(theta, lambda: float((d * policy(x)).sum()), policy.params)
 
 
 def check_rule_estimators(factory: Factory) -> None:
@@ -311,18 +348,28 @@ def check_rule_estimators(factory: Factory) -> None:
         if entry is None or entry.greedy:
             continue  # a frozen layer takes no step (§2.4)
         checked += 1
-        assert name in recorder.signals, f"{name}: the policy step did not use the rule's signal"
-        g, step = recorder.signals[name], recorder.steps[name]
         applied = (before[name] - layer.net.params.astype(np.float64)) / FD_LR
-        expected = _surrogate_gradient(layer, before[name], entry, g)
+        if overrides_policy_grad(rule):
+            assert name in recorder.policy_grads, f"{name}: the step did not use policy_grad"
+            d = recorder.policy_grads[name]
+            if entry.mask is not None:
+                assert not d.reshape(len(d), len(entry.mask), -1)[:, ~entry.mask].any(), (
+                    f"{name}: policy_grad moves units outside the subset (§2.3)")
+            expected = _linear_surrogate_gradient(layer, before[name], entry, d)
+            what = "the gradient its policy_grad dJ/dz makes through the policy"
+        else:
+            assert name in recorder.signals, f"{name}: the policy step did not use the signal"
+            expected = _surrogate_gradient(layer, before[name], entry, recorder.signals[name])
+            what = "the gradient of -mean(G log pi) with the rule's G"
         scale = max(1.0, float(np.abs(expected).max()))
         tol = 1e-6 if layer.dtype == np.float64 else 2e-4
         assert np.allclose(applied, expected, rtol=tol, atol=tol * scale), (
-            f"{name}: the applied step is not -lr times the gradient of "
-            f"-mean(G log pi) with the rule's G (max difference "
+            f"{name}: the applied step is not -lr times {what} (max difference "
             f"{float(np.abs(applied - expected).max()):.3g})")
-        _check_signal_follows_the_return(name, rule, step, g)
-        _check_baseline_is_subtracted(name, rule, step, g)
+        if name in recorder.signals:
+            g, step = recorder.signals[name], recorder.steps[name]
+            _check_signal_follows_the_return(name, rule, step, g)
+            _check_baseline_is_subtracted(name, rule, step, g)
         if name in recorder.messages:
             sent, at_declared = recorder.messages[name]
             assert np.allclose(sent, at_declared, rtol=1e-5, atol=1e-6), (
@@ -342,7 +389,7 @@ def _shifted(step: Step, c: float) -> Step:
         return value
 
     return Step(step.state, step.out, step.dist, step.action, plus(step.reward),
-                plus(step.feedback), step.unit, step.dtype, step.applied)
+                plus(step.feedback), step.unit, step.dtype, step.applied, step.policy, step.mask)
 
 
 def _check_signal_follows_the_return(name: str, rule: Rule, step: Step, g: np.ndarray) -> None:
@@ -351,9 +398,9 @@ def _check_signal_follows_the_return(name: str, rule: Rule, step: Step, g: np.nd
     c = 0.5
     moved = np.asarray(type(rule).signal(rule, _shifted(step, c)), dtype=np.float64) - \
         np.asarray(type(rule).signal(rule, step), dtype=np.float64)
-    assert moved[0] > 0, (
+    assert np.all(moved[0] > 0), (
         f"{name}: G must rise with the return; raising one example's return by {c} moved its G "
-        f"by {moved[0]:.3g} ({type(rule).__name__}.signal has the wrong sign)")
+        f"by {float(np.min(moved[0])):.3g} ({type(rule).__name__}.signal has the wrong sign)")
 
 
 def _check_baseline_is_subtracted(name: str, rule: Rule, step: Step, g: np.ndarray) -> None:
@@ -397,10 +444,19 @@ def rule_factory(rule: str, family: str, **spec) -> Factory:
     return make
 
 
+def _can_train(rule: str, family: str) -> bool:
+    try:
+        rule_factory(rule, family)(0)
+    except ConfigError:
+        return False
+    return True
+
+
 def check_rule(rule: str | type[Rule], *, families: tuple[str, ...] | None = None,
                ray: bool = True) -> None:
     """Run the whole suite on ``rule`` (a registered name or a :class:`Rule` subclass, registered
-    for the duration of the check if it is not) with every unit family of :data:`FAMILIES`."""
+    for the duration of the check if it is not) with every network of :data:`FAMILIES` the rule
+    can train (its ``check_network``; at least one)."""
     temporary = False
     if isinstance(rule, type):
         temporary = rule.name not in RULES
@@ -410,7 +466,10 @@ def check_rule(rule: str | type[Rule], *, families: tuple[str, ...] | None = Non
     else:
         name = rule
     try:
-        for family in families or tuple(FAMILIES):
+        trainable = [family for family in families or tuple(FAMILIES)
+                     if _can_train(name, family)]
+        assert trainable, f"rule {name!r} can train none of the networks {families or FAMILIES}"
+        for family in trainable:
             factory = rule_factory(name, family)
             for check in CHECKS:
                 try:

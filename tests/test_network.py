@@ -43,6 +43,9 @@ BASE = dict(n_inputs=5, n_outputs=3, hidden=(8, 6))
         (dict(units="gaussian", learner="policy-gradient", rule="ac"), "policy-gradient through backprop"),
         (dict(dtype="float16"), "dtype must be one of"),
         (dict(output="softmax"), "output must be one of"),
+        (dict(output="categorical", task="regression", n_outputs=1), "a categorical output "
+         "classifies; the task is 'regression'"),
+        (dict(output="categorical", miss_reward=2.0), "miss_reward must be <= 1"),
         (dict(rule="ac", lr=1e300, critic_lr_ratio=1e10), "critics' learning rate .* not finite"),
     ],
 )
@@ -203,3 +206,21 @@ def test_every_rule_builds_and_trains_one_step():
         (loss,) = train_in_process(net, [(0, np.ones((2, 5), np.float32), np.array([0, 2]))])
         assert np.isfinite(loss)
         assert all(layer.pending == 0 for layer in net.layers)
+
+
+def test_a_categorical_output_samples_a_class_and_is_rewarded_for_hitting_the_label():
+    spec = NetworkSpec(n_inputs=4, n_outputs=3, hidden=(5,), output="categorical",
+                       miss_reward=-0.5)
+    assert [kind for kind, _ in spec.layer_plan()] == ["coagent", "categorical-output"]
+    net = build_network(spec, 0)
+    out = net.output
+    assert isinstance(out, CoagentLayer) and out.n_units == 1 and out.needs_reward
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    h = net.layers[0].forward(0, x)
+    prediction = out.forward(0, h)
+    assert prediction.shape == (64, 3) and set(prediction.sum(axis=1)) == {1.0}
+    y = np.zeros(64, dtype=np.int64)
+    r = net.objective.reward(prediction, y)
+    assert set(r) <= {1.0, -0.5} and np.array_equal(r == 1.0, prediction[:, 0] == 1.0)
+    metrics = net.objective.metrics(net.act(x), y)
+    assert set(metrics) == {"accuracy", "reward"}

@@ -9,6 +9,7 @@ from async_coagents import testing
 from async_coagents.core.network import NetworkSpec, build_network
 from async_coagents.core.rules import RULES, GlobalBaseline, OffPolicyActorCritic, Reinforce
 from async_coagents.core.units import Categorical
+from async_coagents.errors import ConfigError
 
 FAMILIES = testing.FAMILIES
 
@@ -16,6 +17,8 @@ FAMILIES = testing.FAMILIES
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_rule_passes_the_shared_checks(rule, family):
+    if not testing._can_train(rule, family):
+        pytest.skip(f"{rule} does not train the {family} network (its check_network says why)")
     testing.check_rule(rule, families=(family,))
 
 
@@ -47,6 +50,65 @@ class Plain(Reinforce):
 def test_a_rule_can_be_checked_by_class_with_one_call_and_is_not_left_registered():
     testing.check_rule(Plain, families=("bernoulli",))
     assert "plain-outside-the-repo" not in RULES
+
+
+class PerUnitReturn(Reinforce):
+    """A rule with one return per unit (G_bu = r_b + u/10): the layer's step weights each unit's
+    score by its own return, as Weight Maximization's hidden units need."""
+
+    name = "per-unit-return-outside-the-repo"
+
+    def signal(self, step):
+        return step.reward[:, None] + np.arange(step.action.shape[1]) / 10.0
+
+
+class OwnPolicyGrad(Reinforce):
+    """A rule that states dJ/dz itself (half the REINFORCE step), as HNCA does."""
+
+    name = "own-policy-grad-outside-the-repo"
+
+    def policy_grad(self, step):
+        return 0.5 * super().policy_grad(step)
+
+
+@pytest.mark.parametrize("rule", [PerUnitReturn, OwnPolicyGrad])
+def test_per_unit_returns_and_own_policy_gradients_pass_the_suite(rule):
+    testing.check_rule(rule, families=("bernoulli", "categorical-output"), ray=False)
+
+
+class PerUnitWrongSign(PerUnitReturn):
+    """Broken: one return per unit, each with the wrong sign."""
+
+    name = "broken-per-unit-wrong-sign"
+
+    def signal(self, step):
+        return -super().signal(step)
+
+
+def test_the_suite_rejects_per_unit_returns_with_the_wrong_sign():
+    with pytest.raises(AssertionError, match="G must rise"):
+        testing.check_rule(PerUnitWrongSign, families=("bernoulli",), ray=False)
+
+
+class NeedsCategoricalOutput(Reinforce):
+    name = "needs-categorical-output-outside-the-repo"
+
+    @classmethod
+    def check_network(cls, spec):
+        if spec.resolved_output != "categorical":
+            raise ConfigError(f"{cls.name} needs network.output = 'categorical'")
+
+
+def test_a_rule_that_cannot_train_a_network_is_refused_at_build_and_skipped_by_the_suite():
+    testing.check_rule(NeedsCategoricalOutput, ray=False)  # runs on the one network it trains
+    from async_coagents.core.rules import register
+
+    register(NeedsCategoricalOutput)
+    try:
+        with pytest.raises(ConfigError, match="needs network.output"):
+            NetworkSpec(**FAMILIES["bernoulli"], rule=NeedsCategoricalOutput.name)
+    finally:
+        del RULES[NeedsCategoricalOutput.name]
 
 
 # ---- broken rules the suite must reject ---------------------------------------------------------

@@ -128,3 +128,12 @@ def test_bad_unit_settings_are_named(kwargs, message):
     family = kwargs.pop("family")
     with pytest.raises(ConfigError, match=message):
         make_unit(family, **kwargs)
+
+
+def test_a_one_hot_output_unit_passes_on_the_code_of_its_class():
+    from async_coagents.core.units import OneHotCategorical
+
+    unit = OneHotCategorical(4)
+    h = unit.transition(np.array([[2], [0]]), np.float32)
+    assert h.dtype == np.float32 and h.tolist() == [[0, 0, 1, 0], [1, 0, 0, 0]]
+    assert unit.width(1) == 4 and unit.n_logits == 4

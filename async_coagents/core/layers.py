@@ -191,18 +191,15 @@ class CoagentLayer(AgentBase):
         the policy step on the rule's return signal, the rule's learning after the step."""
         self.stats.record_staleness(self.version - e.version)
         step = Step(e.x, e.out, e.dist, e.action, e.reward, e.feedback, self.unit, self.dtype,
-                    self.stats.applied)
-        message = self.rule.message(step)
+                    self.stats.applied, self.policy, e.mask)
+        rule = self.rule
+        message = None if rule.message_after_step else rule.message(step)
         if not e.greedy:
-            g = self.rule.signal(step)
-            # dJ/dz = -(G_b / B) * d log pi(a_b | s_b) / dz  (§3.0)
-            d = self.unit.score_grad(e.dist, e.action)
-            if e.mask is not None:
-                d.reshape(len(d), self.n_units, -1)[:, ~e.mask] = 0.0
-            d *= (g * (-1.0 / len(g)))[:, None]
-            self.policy.backward(e.cache, d)
+            self.policy.backward(e.cache, rule.policy_grad(step))  # dJ/dz of the rule (§3.0)
             self._step()
-            self.rule.after_step(step)
+            rule.after_step(step)
+        if rule.message_after_step:
+            message = rule.message(step)
         return message
 
     # ---- state --------------------------------------------------------------------------------

@@ -37,10 +37,10 @@ from async_coagents.core.objectives import Classification, Regression, make_obje
 from async_coagents.core.optim import make_optimizer
 from async_coagents.core.rules import RuleSettings, get_rule
 from async_coagents.core.settings import SETTINGS, LayerOptions, check_value, default
-from async_coagents.core.units import Gaussian, make_unit
+from async_coagents.core.units import Gaussian, OneHotCategorical, make_unit
 from async_coagents.errors import CheckpointError, ConfigError
 
-OUTPUTS = ("readout", "gaussian")  # the setting's choices without the config's "" for None
+OUTPUTS = ("readout", "gaussian", "categorical")  # the setting's choices without the config's "" for None
 # Components of a layer that draw their own initialisation stream.
 _POLICY, _CRITIC = 0, 1
 
@@ -62,6 +62,7 @@ class NetworkSpec:
     activation: str | None = default("activation")
     partition: str | None = default("partition")
     output: str | None = default("output")
+    miss_reward: float = default("miss_reward")
     rule: str = default("rule")
     baseline_decay: float = default("baseline_decay")
     optimizer: str = default("optimizer")
@@ -100,7 +101,9 @@ class NetworkSpec:
                 continue  # an optional setting left unset
             check_value(f.name, setting, value)
         rule = get_rule(self.rule)
-        make_objective(self.task, self.n_outputs)
+        if self.learner == "coagent":
+            rule.check_network(self)
+        make_objective(self.task, self.n_outputs, self.resolved_output, self.miss_reward)
         if rule.sends_feedback and self.lr * self.critic_lr_ratio == math.inf:
             raise ConfigError(f"the critics' learning rate lr x critic_lr_ratio ({self.lr!r} x "
                               f"{self.critic_lr_ratio!r}) is not finite")
@@ -192,7 +195,7 @@ class NetworkSpec:
 
     def layer_plan(self) -> list[tuple[str, list[int]]]:
         """Each layer agent as ``(kind, policy MLP sizes)``, bottom to top; kinds are
-        ``coagent`` (hidden), ``gaussian-output`` and ``readout``."""
+        ``coagent`` (hidden), ``gaussian-output``, ``categorical-output`` and ``readout``."""
         if self.learner in ("backprop", "straight-through"):
             return [("readout", [self.n_inputs, *self.hidden, self.n_outputs])]
         if self.learner == "policy-gradient":
@@ -206,7 +209,8 @@ class NetworkSpec:
                 continue
             plan.append(("coagent", [*sizes, width * k]))
             sizes = [width]
-        kind = "readout" if self.resolved_output == "readout" else "gaussian-output"
+        kind = {"readout": "readout", "gaussian": "gaussian-output",
+                "categorical": "categorical-output"}[self.resolved_output]
         plan.append((kind, [*sizes, self.n_outputs]))
         return plan
 
@@ -332,7 +336,7 @@ class Network:
 
 def build_network(spec: NetworkSpec, seed: int) -> Network:
     """Build every layer agent of ``spec`` with its own init and sampling streams of ``seed``."""
-    objective = make_objective(spec.task, spec.n_outputs)
+    objective = make_objective(spec.task, spec.n_outputs, spec.resolved_output, spec.miss_reward)
     rule = get_rule(spec.rule)
     dtype = np.dtype(spec.dtype)
     plan = spec.layer_plan()
@@ -363,9 +367,10 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
                                   optimizer(net.params.size, spec.lr),
                                   sampling_rng=sampling_rng, options=options))
             continue
-        is_output = kind == "gaussian-output"
-        if is_output:
+        if kind == "gaussian-output":
             unit = Gaussian(spec.sigma, "identity")
+        elif kind == "categorical-output":  # one unit, a softmax over the classes
+            unit = OneHotCategorical(spec.n_outputs)
         else:
             unit = make_unit(spec.units, n_actions=spec.n_actions,
                              normalisation=spec.normalisation, sigma=spec.sigma,
@@ -373,7 +378,7 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
         # A partition group's deterministic layers use the units' activation (§2.6).
         net = MLP(sizes, activation, rng=init_rng, dtype=dtype)
         settings = RuleSettings(
-            n_state=sizes[0], n_units=sizes[-1] // unit.n_logits, dtype=dtype,
+            n_state=sizes[0], n_units=unit.width(sizes[-1] // unit.n_logits), dtype=dtype,
             credits_below=index > 0, optimizer=optimizer, lr=spec.lr,
             baseline_decay=spec.baseline_decay, reinforce_updates=spec.reinforce_updates,
             critic_layers=spec.critic_layers, critic_units=spec.critic_units,

@@ -1,7 +1,8 @@
 """What the network is asked to do: the per-example reward ``r = -loss`` broadcast to every agent
 (`paper_method.md` §1.1), the supervised gradient of a read-out layer (§3.0) and the task metrics.
 
-Classification: ``r = log softmax(o)_y = -CE(o, y)``. Regression: ``r = -(y_hat - y)^2``.
+Classification: ``r = log softmax(o)_y = -CE(o, y)``; by a sampled class (a categorical output
+coagent): ``r = 1`` when right, ``miss_reward`` when wrong. Regression: ``r = -(y_hat - y)^2``.
 Predictions are ``(B, C)`` logits or ``(B, 1)``; targets are ``(B,)`` class indices or values.
 """
 
@@ -56,6 +57,30 @@ class Classification:
         }
 
 
+class SampledClassification(Classification):
+    """Classification by a stochastic output coagent: the prediction is the one-hot code of the
+    sampled (greedy in evaluation) class, rewarded ``1`` when it is the label and ``miss_reward``
+    otherwise (Chung's multiplexer: ``+1/-1``; Young's bandit MNIST: ``1/0``)."""
+
+    def __init__(self, n_classes: int, miss_reward: float = -1.0) -> None:
+        super().__init__(n_classes)
+        self.miss_reward = float(miss_reward)
+
+    def reward(self, prediction: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``r_b = 1`` if the class of ``prediction_b`` is ``y_b``, else ``miss_reward``, ``(B,)``."""
+        hit = prediction.argmax(axis=1) == y
+        return np.where(hit, 1.0, self.miss_reward).astype(prediction.dtype)
+
+    def loss_grad(self, prediction: np.ndarray, y: np.ndarray) -> np.ndarray:
+        raise ProtocolError("a sampled class has no supervised gradient: the categorical output "
+                            "learns from its reward")
+
+    def metrics(self, prediction: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Accuracy and mean reward of greedy predictions."""
+        return {"accuracy": float(np.mean(prediction.argmax(axis=1) == y)),
+                "reward": float(np.mean(self.reward(prediction, y)))}
+
+
 class Regression:
     """Squared error of one scalar output."""
 
@@ -84,11 +109,18 @@ class Regression:
         return {"mse": float(-np.mean(self.reward(prediction, y)))}
 
 
-def make_objective(task: str, n_outputs: int) -> Classification | Regression:
-    """``classification`` with ``n_outputs`` classes, or ``regression`` with one output."""
+def make_objective(task: str, n_outputs: int, output: str = "readout",
+                   miss_reward: float = -1.0) -> Classification | Regression:
+    """``classification`` with ``n_outputs`` classes (rewarded by the log-likelihood of the
+    logits, or by hit/miss for a ``categorical`` output coagent), or ``regression`` with one
+    output."""
+    if output == "categorical" and task != "classification":
+        raise ConfigError(f"a categorical output classifies; the task is {task!r}")
     if task == "classification":
         if n_outputs < 2:
             raise ConfigError(f"classification needs at least 2 classes, got {n_outputs}")
+        if output == "categorical":
+            return SampledClassification(n_outputs, miss_reward)
         return Classification(n_outputs)
     if task == "regression":
         if n_outputs != 1:

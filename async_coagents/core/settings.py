@@ -104,9 +104,15 @@ SETTINGS: dict[str, Setting] = {
     "partition": Setting("str", None, "Gaussian units: one letter per hidden layer, d "
                          "deterministic or s stochastic; groups backprop inside only (§2.6); "
                          "empty = all s", config="network.partition", unset=""),
-    "output": Setting("str", None, "readout (supervised) or gaussian (a Gaussian output coagent); "
-                      "empty = readout for discrete units, gaussian for Gaussian units",
-                      choices=("", "readout", "gaussian"), config="network.output", unset=""),
+    "output": Setting("str", None, "readout (supervised), gaussian (a Gaussian output coagent) or "
+                      "categorical (a softmax output coagent over the classes, rewarded 1 for the "
+                      "right class and miss_reward otherwise); empty = readout for discrete "
+                      "units, gaussian for Gaussian units",
+                      choices=("", "readout", "gaussian", "categorical"), config="network.output",
+                      unset=""),
+    "miss_reward": Setting("float", -1.0, "categorical output: the reward of a wrong class (the "
+                           "right one earns 1): -1 as in Chung's multiplexer, 0 as in Young's "
+                           "bandit MNIST", minimum=-1e6, maximum=1.0, config="network.miss_reward"),
     "rule": Setting("str", "baseline", "learning rule: reinforce, baseline, input-baseline, "
                     "layer-baseline, ac, ac-offpolicy, or the §3.9 reconstructions ac-mc, "
                     "ac-reinforce, ac-offpolicy-reinforce", choices=_rule_names,

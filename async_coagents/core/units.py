@@ -42,6 +42,7 @@ class UnitFamily(Protocol):
     def score_grad(self, dist: np.ndarray, action: np.ndarray) -> np.ndarray: ...
     def entropy(self, dist: np.ndarray) -> np.ndarray: ...
     def activity(self, action: np.ndarray) -> np.ndarray: ...
+    def width(self, n_units: int) -> int: ...
 
 
 class Categorical:
@@ -120,6 +121,30 @@ class Categorical:
         """How 'on' each unit is, in [0, 1]: ``a/(K-1)`` (§4.4; normalised for K > 2, see docs)."""
         return action / (self.n_actions - 1)
 
+    def width(self, n_units: int) -> int:
+        """Columns of the state ``phi(a)`` that ``n_units`` units pass on: one each."""
+        return n_units
+
+
+class OneHotCategorical(Categorical):
+    """A softmax output unit over ``n_classes`` whose state is the one-hot code of its action
+    (the categorical output coagent: the prediction the objective rewards is the sampled class)."""
+
+    def __init__(self, n_classes: int) -> None:
+        super().__init__(n_classes, "index")
+
+    def __repr__(self) -> str:
+        return f"OneHotCategorical(n_classes={self.n_actions})"
+
+    def transition(self, action: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
+        """``phi(a)``: one one-hot block of K columns per unit, ``(B, U*K)``."""
+        h = np.zeros((*action.shape, self.n_actions), dtype=dtype or np.float64)
+        np.put_along_axis(h, action[..., None], 1.0, axis=-1)
+        return h.reshape(action.shape[0], -1)
+
+    def width(self, n_units: int) -> int:
+        return n_units * self.n_actions
+
 
 def Bernoulli() -> Categorical:
     """Binary units as the paper codes them: a two-logit softmax whose state is the action (§2.1)."""
@@ -191,6 +216,10 @@ class Gaussian:
     def activity(self, action: np.ndarray) -> np.ndarray:
         """1 where the greedy state ``phi(mu)`` is non-zero (active unit), else 0."""
         return (self.transition(action) != 0).astype(action.dtype)
+
+    def width(self, n_units: int) -> int:
+        """Columns of the state ``phi(a)`` that ``n_units`` units pass on: one each."""
+        return n_units
 
 
 def make_unit(

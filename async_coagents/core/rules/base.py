@@ -4,9 +4,13 @@
 A rule answers three questions about one batch of its layer (`paper_method.md` §3.0, §10):
 
 1. :meth:`Rule.message` — what the layer sends the layer below (critic rules: learn the critic,
-   then evaluate it), an array ``(B, *message_shape)``;
-2. :meth:`Rule.signal` — the return signal ``G (B,)`` of the layer's policy step, whose surrogate
-   is ``J = -(1/B) sum_b G_b sum_u log pi(a_bu | s_b)`` (§3.0; the layer takes the step);
+   then evaluate it), an array ``(B, *message_shape)``; computed before the policy step, or after
+   it for a rule that sets ``message_after_step`` (Weight Maximization rewards the change the step
+   made);
+2. :meth:`Rule.signal` — the return signal of the layer's policy step, ``G (B,)`` for every unit
+   or ``G (B, U)`` per unit, whose surrogate is ``J = -(1/B) sum_b sum_u G_bu log pi(a_bu | s_b)``
+   (§3.0; the layer takes the step). A rule whose estimator is not a score-function estimate
+   overrides :meth:`Rule.policy_grad`, the gradient ``dJ/dz`` the step backpropagates, instead;
 3. :meth:`Rule.after_step` — what it learns after the step (the baseline).
 
 Routing follows from the class: a rule that overrides :meth:`message` sends feedback (so the layer
@@ -24,7 +28,7 @@ import numpy as np
 from async_coagents.core.baselines import EmaBaseline, NoBaseline, StateBaseline
 from async_coagents.core.critics import ActionValueCritic
 from async_coagents.core.optim import Optimizer
-from async_coagents.errors import CheckpointError
+from async_coagents.errors import CheckpointError, ProtocolError
 
 
 class Step:
@@ -34,16 +38,20 @@ class Step:
     (pre-update) policy and the sampled action; ``reward`` ``r (B,)`` (``None`` for a layer that
     does not take it); ``feedback`` the message of the layer above (``None`` for a layer that does
     not listen); ``unit`` the unit family and ``dtype`` the layer's; ``applied`` the batches the
-    layer learnt from before this one.
+    layer learnt from before this one; ``policy`` the layer's policy network (its parameters are
+    the pre-step ones until the step, §10); ``mask`` the units that sampled and learn (§2.3,
+    ``None`` = all).
     """
 
-    __slots__ = ("action", "applied", "dist", "dtype", "feedback", "out", "reward", "state",
-                 "unit")
+    __slots__ = ("action", "applied", "dist", "dtype", "feedback", "mask", "out", "policy",
+                 "reward", "state", "unit")
 
-    def __init__(self, state, out, dist, action, reward, feedback, unit, dtype, applied) -> None:
+    def __init__(self, state, out, dist, action, reward, feedback, unit, dtype, applied,
+                 policy=None, mask=None) -> None:
         self.state, self.out, self.dist, self.action = state, out, dist, action
         self.reward, self.feedback = reward, feedback
         self.unit, self.dtype, self.applied = unit, dtype, applied
+        self.policy, self.mask = policy, mask
 
     def greedy_out(self) -> np.ndarray:
         """``phi(g(s))``: the layer's greedy action under the policy that sampled the batch."""
@@ -98,6 +106,7 @@ class Rule:
     reinforce_phase: ClassVar[bool] = False
     broadcasts_advantage: ClassVar[bool] = False
     target_policy: ClassVar[str | None] = None
+    message_after_step: ClassVar[bool] = False  # the message reports what the step changed
     sends_feedback: ClassVar[bool] = False  # derived: the class overrides message()
 
     def __init_subclass__(cls, **kwargs) -> None:
@@ -113,10 +122,18 @@ class Rule:
         """The rule of one layer (the builder's entry point)."""
         return cls()
 
+    @classmethod
+    def check_network(cls, spec) -> None:
+        """Raise :class:`~async_coagents.errors.ConfigError` when the rule cannot train the
+        network ``spec`` (a :class:`~async_coagents.core.network.NetworkSpec`: its unit family,
+        its output); every network is fine by default."""
+        return None
+
     # ---- routing ------------------------------------------------------------------------------
     @property
     def sends(self) -> bool:
-        """This layer's rule sends a message to the layer below (it has someone to credit)."""
+        """This layer's rule sends a message to the layer below (it has someone to credit): a
+        critic rule when its layer has a critic; a rule without a critic overrides this."""
         return type(self).sends_feedback and self.critic is not None
 
     def needs_reward(self, listens: bool) -> bool:
@@ -138,8 +155,28 @@ class Rule:
         return None
 
     def signal(self, step: Step) -> np.ndarray:
-        """``G (B,)`` of the policy step (with the pre-update baseline)."""
+        """``G (B,)`` or per unit ``G (B, U)`` of the policy step (with the pre-update baseline)."""
         raise NotImplementedError
+
+    def policy_grad(self, step: Step) -> np.ndarray:
+        """``dJ/dz (B, U*K)`` of the policy step, zero for the units outside ``step.mask``: the
+        score-function estimate of :meth:`signal`,
+
+            dJ/dz_bu = -(G_bu / B) d log pi(a_bu | s_b) / dz_bu   (§3.0).
+        """
+        g = self.signal(step)
+        d = step.unit.score_grad(step.dist, step.action)
+        if step.mask is not None:
+            d.reshape(len(d), len(step.mask), -1)[:, ~step.mask] = 0.0
+        if g.ndim == 1:
+            d *= (g * (-1.0 / len(g)))[:, None]
+        else:  # one return per unit
+            if g.shape != step.action.shape[:2]:
+                raise ProtocolError(f"{type(self).__name__}.signal gave returns of shape "
+                                    f"{g.shape}; per unit they are {step.action.shape[:2]}")
+            per_unit = d.reshape(len(d), g.shape[1], -1)
+            per_unit *= (g * (-1.0 / len(g)))[:, :, None]
+        return d
 
     def after_step(self, step: Step) -> None:
         """Learning after the policy step (the baseline's update)."""
