@@ -97,8 +97,14 @@ class Categorical:
             h -= 1.0
         return h
 
+    @staticmethod
+    def _at_action(dist: np.ndarray, action: np.ndarray) -> tuple:
+        """The index of each unit's chosen action in ``dist (B, U, K)`` (plain fancy indexing:
+        a third of the cost of ``take_along_axis`` at small batches)."""
+        return (np.arange(dist.shape[0])[:, None], np.arange(dist.shape[1])[None, :], action)
+
     def _chosen(self, dist: np.ndarray, action: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(dist, action[:, :, None], axis=2)[:, :, 0]
+        return dist[self._at_action(dist, action)]
 
     def log_prob(self, dist: np.ndarray, action: np.ndarray) -> np.ndarray:
         """``log(pi(a|s) + 1e-5)`` per unit, ``(B, U)`` (§2.1: the epsilon is inside the log)."""
@@ -106,9 +112,10 @@ class Categorical:
 
     def score_grad(self, dist: np.ndarray, action: np.ndarray) -> np.ndarray:
         """d log(pi_a + eps) / dz = pi_a/(pi_a + eps) * (1[k=a] - pi_k), ``(B, U*K)`` (§3.0)."""
-        p_a = self._chosen(dist, action)
+        at = self._at_action(dist, action)
+        p_a = dist[at]
         g = -dist
-        np.put_along_axis(g, action[:, :, None], (1.0 - p_a)[:, :, None], axis=2)
+        g[at] = 1.0 - p_a
         g *= (p_a / (p_a + LOG_EPS))[:, :, None]
         return g.reshape(dist.shape[0], -1)
 
