@@ -201,6 +201,12 @@ class AgentBase:
         """Batches forwarded and not yet learnt from."""
         return len(self._pending)
 
+    def sent_output(self, sid: int) -> np.ndarray | None:
+        """What the forward of batch ``sid`` returned, while the batch is in flight (else None):
+        a backend that lost that reply on its way asks the agent for it again."""
+        entry = self._pending.get(sid)
+        return None if entry is None else entry.out
+
     # ---- message boundary -------------------------------------------------------------------
     def _check_input(self, sid: int, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
