@@ -78,6 +78,9 @@ RECOVERY_TIMEOUT_S = 120.0
 #: Replies (other than activations) an actor keeps, in its checkpoint too: a reply can be lost
 #: on its way when the actor dies just after the message it answers, which its checkpoint covers.
 REPLY_CACHE = 8
+#: Recoveries one call may need before the driver gives up on it (each recovery waits for every
+#: actor and sends again all they missed: this is a bound against a loop, not a retry policy).
+MAX_ATTEMPTS = 20
 
 
 @ray.remote
@@ -407,7 +410,7 @@ class RayTransport(Transport):
         was applied but whose reply was lost with its actor is answered from where it is kept
         (:meth:`_rescue`)."""
         repair = False
-        while True:
+        for _ in range(MAX_ATTEMPTS):
             try:
                 if repair:
                     for message in messages:
@@ -422,6 +425,8 @@ class RayTransport(Transport):
                     raise
                 self.recover(exc)
                 repair = True
+                last = exc
+        raise RecoveryError(f"replies still failed after {MAX_ATTEMPTS} recoveries: {last}")
 
     def drain(self) -> None:
         """Wait for every fire-and-forget call (and raise its error, if any)."""
@@ -541,10 +546,17 @@ class RayTransport(Transport):
         """The actor's checkpoint covers message ``saved``: let go of the messages up to it. The
         large activations they produced are copied first: they live in the object store of the
         producer's node, and a consumer that is behind may need one again."""
-        for message in self.log.trim(actor, saved):
-            if message.kind == "step" and message.value is None and self._large(message):
-                with contextlib.suppress(Exception):  # its node is gone: recovery asks the agent
-                    message.value = ray.get(message.out)
+        large = [m for m in self.log.trim(actor, saved)
+                 if m.kind == "step" and m.value is None and self._large(m)]
+        if not large:
+            return
+        try:
+            values = ray.get([m.out for m in large])
+        except Exception:  # a node is gone: copy what is left; recovery asks the agents
+            values = [_try_get(m.out) for m in large]
+        for message, value in zip(large, values, strict=True):
+            if value is not _MISSING:
+                message.value = value
 
     def _large(self, message: Message) -> bool:
         return message.rows * self.row_bytes[message.actor] >= 0.9 * RAY_INLINE_BYTES
@@ -552,7 +564,7 @@ class RayTransport(Transport):
     # ---- recovery ------------------------------------------------------------------------------
     def guarded(self, attempt: Callable[[], T]) -> T:
         """``attempt()``; after a failure recovery repairs, recover and attempt again."""
-        while True:
+        for _ in range(MAX_ATTEMPTS):
             try:
                 return attempt()
             except Exception as exc:  # only the failures recovery repairs
@@ -560,6 +572,8 @@ class RayTransport(Transport):
                     self._skip_unapplied(exc)
                     raise
                 self.recover(exc)
+                last = exc
+        raise RecoveryError(f"a call still failed after {MAX_ATTEMPTS} recoveries: {last}")
 
     def _skip_unapplied(self, error: BaseException) -> None:
         """An agent refused a message (a project error: a malformed message, a diverged
@@ -567,9 +581,10 @@ class RayTransport(Transport):
         were before sequence numbers, and every actor continues after the last message sent."""
         if not isinstance(error, CoagentsError) or isinstance(error, MessageOrderError):
             return
-        statuses = get([actor.status.remote() for actor in self.flat])
-        behind = [i for i, status in enumerate(statuses) if status["seq"] < self.log.sent(i)]
-        get([self.flat[i].resync.remote(self.log.sent(i)) for i in behind])
+        with contextlib.suppress(Exception):  # the error raised is the one to report
+            statuses = get([actor.status.remote() for actor in self.flat])
+            behind = [i for i, status in enumerate(statuses) if status["seq"] < self.log.sent(i)]
+            get([self.flat[i].resync.remote(self.log.sent(i)) for i in behind])
 
     def _statuses(self, deadline: float, cause: BaseException | None = None) -> list[dict]:
         """Every actor's status, waiting (until ``deadline``) for those that are restarting."""
@@ -847,11 +862,12 @@ def check_placeable(needs: list[tuple[str, dict[str, float]]], nodes: list[dict]
 
 
 def probe_every(checkpoint_every: int, window: int) -> int:
-    """Messages to an actor between two probes of its last checkpoint: often enough that the
-    replay log stays near ``checkpoint_every`` messages, rarely enough that the probe, one call,
-    costs little; at least twice the window, so the previous probe has been answered when it is
-    read. 0 (no probes) when actors checkpoint only with the run."""
-    return max(checkpoint_every // 2, 2 * window, 8) if checkpoint_every else 0
+    """Messages to an actor between two probes of its last checkpoint: as many as between two
+    of its checkpoints (an actor applies about one update per message it is sent), so the replay
+    log stays within a few checkpoint intervals and the probe, one call, costs little; at least
+    twice the window, so the previous probe has been answered when it is read. 0 (no probes)
+    when actors checkpoint only with the run."""
+    return max(checkpoint_every, 2 * window, 8) if checkpoint_every else 0
 
 
 def disconnect() -> None:

@@ -157,8 +157,8 @@ def soak_config(updates: int, checkpoint_every: int = 50) -> dict:
     return config
 
 
-def soak(*, updates: int = 12_000, strikes: int = 20, seed: int = 0, several: float = 0.2,
-         report: Callable[[str], None] = print) -> dict:
+def soak(*, updates: int = 12_000, strikes: int = 20, seed: int = 0,
+         several: float = 0.2) -> dict:
     """The same Ray run without faults and with ``strikes`` SIGKILLs of its layer actors (one,
     or with probability ``several`` two at once) at seeded moments; what recovery did, whether
     the two ended bit for bit the same, and the slowdown."""
@@ -182,15 +182,4 @@ def soak(*, updates: int = 12_000, strikes: int = 20, seed: int = 0, several: fl
         "replay_log_peak_messages": faulted["replay_log"]["peak_messages"],
         "test_accuracy": faulted["final"].get("test_accuracy"),
     }
-    report(f"soak: {updates} updates of the multiplexer on Ray (window 4, reward delay 2, agent "
-           f"checkpoints every 50 updates)")
-    report(f"  {figures['kills']} kills in {figures['strikes']} strikes, {figures['restarts']} "
-           f"restarts, {figures['replayed']} messages replayed, {lost} updates lost, "
-           f"{figures['recovery_s']:.1f} s recovering")
-    report(f"  bit-identical to the run without faults: {'yes' if not diffs else 'no'}"
-           + ("" if not diffs else f" ({'; '.join(diffs[:3])})"))
-    report(f"  {faulted_s:.1f} s against {clean_s:.1f} s without faults "
-           f"(slowdown {figures['slowdown']:.2f}x); replay log peak "
-           f"{figures['replay_log_peak_bytes'] / 1e6:.2f} MB "
-           f"({figures['replay_log_peak_messages']} messages)")
     return figures
