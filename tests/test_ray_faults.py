@@ -4,16 +4,19 @@ update lost or applied twice; an actor takes messages only in their order; what 
 again is counted as lost, with the reason; Ray's lines about dead workers stay off the terminal."""
 
 import logging
+import os
+import signal
 
 import numpy as np
 import pytest
 
 from async_coagents.backends import ray_backend
-from async_coagents.backends.ray_backend import LayerActor
+from async_coagents.backends.ray_backend import LayerActor, RayBackend
 from async_coagents.checkpoint import load_checkpoint
 from async_coagents.core.network import NetworkSpec, build_network
 from async_coagents.core.record import BatchRecord
-from async_coagents.errors import MessageOrderError
+from async_coagents.core.rules import RULES, Rule, register
+from async_coagents.errors import MessageOrderError, NonDeterminismError
 from async_coagents.experiment import config as cfg
 from async_coagents.experiment.chaos import run_with
 from async_coagents.experiment.run import train
@@ -110,6 +113,42 @@ def test_an_actor_takes_a_message_only_when_it_is_the_next_one(ray_session):
         ray_backend.get(actor.stats.remote(2))  # a read at a point the actor has not reached
     assert ray_session.get(actor.stats.remote(1))["forwards"] == 1
     ray_session.kill(actor)
+
+
+class UnseededNoise(Rule):
+    """REINFORCE with noise from an RNG that no checkpoint holds: G = r + e, e ~ N(0, 1) fresh."""
+
+    name = "test-unseeded-noise"
+    section = "(test)"
+    summary = "REINFORCE plus noise no checkpoint holds"
+
+    def signal(self, step):
+        noise = np.random.default_rng().normal(size=step.reward.shape)
+        return step.reward + noise.astype(step.reward.dtype)
+
+
+def test_an_agent_that_is_not_a_function_of_its_messages_is_a_loud_error(tmp_path):
+    register(UnseededNoise)
+    spec = NetworkSpec(n_inputs=6, n_outputs=1, task="regression", hidden=(7,),
+                       units="gaussian", rule=UnseededNoise.name, lr=0.05)
+    backend = RayBackend(build_network(spec, 0), {"window": 2, "reward_delay": 1,
+                                                  "checkpoint_every": 1000, "max_restarts": -1},
+                         agent_dir=str(tmp_path / "agents"))
+    rng = np.random.default_rng(0)
+    try:
+        for sid in range(20):
+            backend.submit(sid, rng.normal(size=(8, 6)).astype(np.float32),
+                           rng.normal(size=8).astype(np.float32))
+        backend.finish()
+        (output,) = backend.transport.actors[-1]
+        os.kill(ray_backend.get(output.pid.remote()), signal.SIGKILL)
+        # its checkpoint is its first: sent again, its updates take other noise, and the
+        # predictions (continuous) of later forwards, which the driver holds, come out otherwise
+        with pytest.raises(NonDeterminismError, match="answered differently than the first time"):
+            backend.layer_stats()
+    finally:
+        backend.close()
+        del RULES[UnseededNoise.name]
 
 
 def test_ray_lines_about_dead_workers_go_to_the_debug_log_and_the_rest_is_printed(
