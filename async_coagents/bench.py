@@ -247,13 +247,13 @@ def bench_call_overhead(quick: bool) -> Result:
 
 
 def bench_soak(quick: bool) -> Result:
-    """Exactly-once recovery under chaos (``experiment/chaos.py``): the multiplexer on Ray, about
-    two minutes without faults, then again with 20 strikes of SIGKILL at seeded moments (a fifth
-    of them kill both actors at once); kills, restarts, messages replayed, updates lost, whether
-    it ended bit for bit like the run without faults, and the slowdown."""
+    """Exactly-once recovery under chaos (``experiment/chaos.py``): the multiplexer on Ray, 20,000
+    updates without faults, then again with 24 strikes of SIGKILL at seeded moments (a fifth of
+    them kill both actors at once); kills, restarts, messages replayed, updates lost, whether it
+    ended bit for bit like the run without faults, and the slowdown."""
     from async_coagents.experiment.chaos import soak
 
-    updates, strikes = (2000, 5) if quick else (12_000, 20)
+    updates, strikes = (2000, 5) if quick else (20_000, 24)
     figures = soak(updates=updates, strikes=strikes)
     what = (f"multiplexer on Ray, window 4, reward delay 2, {figures['kills']} SIGKILLs of layer "
             "actors (with faults)")

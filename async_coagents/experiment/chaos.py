@@ -157,7 +157,7 @@ def soak_config(updates: int, checkpoint_every: int = 50) -> dict:
     return config
 
 
-def soak(*, updates: int = 12_000, strikes: int = 20, seed: int = 0,
+def soak(*, updates: int = 20_000, strikes: int = 24, seed: int = 0,
          several: float = 0.2) -> dict:
     """The same Ray run without faults and with ``strikes`` SIGKILLs of its layer actors (one,
     or with probability ``several`` two at once) at seeded moments; what recovery did, whether
