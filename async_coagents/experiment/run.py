@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,8 @@ from async_coagents.experiment.signals import StopRequest
 from async_coagents.experiment.workload import Workload, build_workload, network_spec
 
 log = logging.getLogger(__name__)
+#: Counters a checkpoint of an earlier version may lack (it then resumes with their defaults).
+SINCE_WAVE_3 = {"may_be_missing": True}
 
 
 @dataclass
@@ -50,6 +52,14 @@ class Counters:
     interval_samples: int = 0
     interval_train_s: float = 0.0
     switched: bool = False  # backprop pre-training done (§5.4)
+    # The whole run's prequential (test-then-train) figures: every batch's loss and hits as it
+    # was predicted, before the network learnt from it. Added after wave 2: a checkpoint written
+    # before then resumes with them counting from the resume (the summary says so).
+    loss_total: float = field(default=0.0, metadata=SINCE_WAVE_3)
+    loss_batches_total: int = field(default=0, metadata=SINCE_WAVE_3)
+    hits_total: int = field(default=0, metadata=SINCE_WAVE_3)
+    examples_total: int = field(default=0, metadata=SINCE_WAVE_3)
+    totals_since: int = field(default=0, metadata=SINCE_WAVE_3)  # the update they count from
 
 
 class Run:
@@ -180,6 +190,11 @@ class Run:
             s.loss_sum += batch.loss
             s.loss_batches += 1
             s.completed += 1
+            s.loss_total += batch.loss
+            s.loss_batches_total += 1
+            if batch.hits is not None:
+                s.hits_total += batch.hits
+                s.examples_total += batch.size
 
     def _checkpoint_due(self) -> bool:
         s, w = self.state, self.workload
@@ -225,6 +240,7 @@ class Run:
             "samples_per_s": s.samples / s.train_s if s.train_s else None,
             "updates_per_s": s.updates / s.train_s if s.train_s else None,
             "final": {k: v for k, v in final.items() if k not in ("staleness_mean", "staleness_max")},
+            "train": prequential(s),
             "accounting": accounting(s, self.pretrain_updates, self.backend.layer_stats()),
             "backend": described.pop("backend"), **described,
         }
@@ -244,6 +260,8 @@ class Run:
         directory = self.directory
         state = read_run_checkpoint(directory, self.config, self.workload)
         self.state = Counters(**state["progress"])
+        if "loss_batches_total" not in state["progress"]:  # written before the run counted them
+            self.state.totals_since = self.state.updates
         with directory.restoring():
             self.workload.stream.restore(state["stream"])
             self.backend.load_state_dict(state["backend"])
@@ -254,6 +272,18 @@ class Run:
         if self.pretraining is not None:
             self.pretraining.close()
         self.backend.close()
+
+
+def prequential(progress: Counters) -> dict:
+    """The run's test-then-train figures: the mean training loss of every batch and, for
+    classification, the fraction of training examples the network got right as it predicted
+    them, before learning from them (``since``: the update they count from, 0 unless the run
+    resumed from a checkpoint of a version that did not count them)."""
+    s = progress
+    return {"batches": s.loss_batches_total,
+            "loss_mean": s.loss_total / s.loss_batches_total if s.loss_batches_total else None,
+            "accuracy": s.hits_total / s.examples_total if s.examples_total else None,
+            "since": s.totals_since}
 
 
 def accounting(progress: Counters, pretrain_updates: int, reports: list[dict]) -> dict:

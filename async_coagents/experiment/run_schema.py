@@ -128,13 +128,16 @@ def pair(first: Check, second: Check) -> Check:
     return check_pair
 
 
-def table(entries: dict[str, Check]) -> Check:
-    """A table with exactly these entries."""
+def table(entries: dict[str, Check], may_be_missing: frozenset | set = frozenset()) -> Check:
+    """A table with exactly these entries (those of ``may_be_missing`` may be absent: entries
+    added after checkpoints of an earlier version were written)."""
     def check_table(value: object, where: str) -> None:
         if type(value) is not dict:
             raise _Invalid(where, f"must be a table, got {_short(value)}")
         for key, check in entries.items():
             if key not in value:
+                if key in may_be_missing:
+                    continue
                 raise _Invalid(f"{where}.{key}", "is missing")
             check(value[key], f"{where}.{key}")
         extra = [key for key in value if key not in entries]
@@ -171,7 +174,8 @@ def dataclass_table(cls: type, **extra: Check) -> Check:
         base, _, rest = name.partition(" | ")
         check = _TYPES.get(base, anything)
         entries[f.name] = optional(check) if rest == "None" else check
-    return table({**entries, **extra})
+    may_be_missing = {f.name for f in fields(cls) if f.metadata.get("may_be_missing")}
+    return table({**entries, **extra}, may_be_missing)
 
 
 # ---- the run checkpoint -----------------------------------------------------------------------
