@@ -208,8 +208,12 @@ class Run:
                "train_loss": s.loss_sum / s.loss_batches if s.loss_batches else None}
         if self.pretraining is not None:
             row["phase"] = phase.name
+        measured: dict[tuple[int, int], dict] = {}  # a split that is another's arrays is evaluated once
         for split_name, split in self.workload.eval_sets.items():
-            for key, value in phase.evaluate(split.x, split.y).items():
+            key_of_split = id(split.x), id(split.y)
+            if key_of_split not in measured:
+                measured[key_of_split] = phase.evaluate(split.x, split.y)
+            for key, value in measured[key_of_split].items():
                 if key in LAYER_METRICS:
                     if split_name == "test":
                         row[key] = value
