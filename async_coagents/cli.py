@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from async_coagents import __version__
-from async_coagents.errors import CoagentsError, DivergedError
+from async_coagents.errors import CoagentsError, ConfigError, DivergedError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +116,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="shorter measurements")
     p.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
     p.add_argument("--only", action="append", default=[],
-                   help="run only benchmarks whose name contains this (repeatable)")
+                   help="run only benchmarks whose name contains this (repeatable); the learning "
+                        "benchmark multiplexer20 runs only when named")
+    p.add_argument("--seeds", type=int, default=5, help="multiplexer20: seeds per learner")
+    p.add_argument("--episodes", type=int, default=800_000,
+                   help="multiplexer20: training episodes (updates at batch 1) per run")
+    p.add_argument("--learners", default="",
+                   help="multiplexer20: comma-separated learners (default: all)")
+    p.add_argument("--out", default="runs/bench-multiplexer20",
+                   help="multiplexer20: the directory of its runs (an interrupted benchmark "
+                        "continues there)")
     p.set_defaults(handler=_bench)
 
     p = sub.add_parser("demo", help="the asynchronous-learning demo: one network under several "
@@ -271,6 +280,20 @@ def _bench(args) -> int:
 
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before numpy loads: the engine runs on one core
+    if "multiplexer20" in args.only:
+        from async_coagents.experiment.learning_bench import multiplexer20
+
+        if args.seeds < 1 or args.episodes < 1:
+            raise ConfigError("--seeds and --episodes must be >= 1")
+        outcome = multiplexer20(args.out, seeds=args.seeds, episodes=args.episodes,
+                                learners=[name for name in args.learners.split(",") if name]
+                                or None)
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(outcome, indent=2) + "\n",
+                                           encoding="utf-8")
+        args.only = [name for name in args.only if name != "multiplexer20"]
+        if not args.only:
+            return 0
     from async_coagents.bench import run_benchmarks
 
     results = run_benchmarks(quick=args.quick, only=args.only)
