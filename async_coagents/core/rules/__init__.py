@@ -27,6 +27,7 @@ from async_coagents.core.rules.critic import (
     OffPolicyActorCritic,
     OffPolicyActorCriticAfterReinforce,
 )
+from async_coagents.core.rules.hnca import Hnca, HncaPlain
 from async_coagents.core.rules.reinforce import (
     GlobalBaseline,
     InputStateBaseline,
@@ -36,8 +37,8 @@ from async_coagents.core.rules.reinforce import (
 from async_coagents.errors import ConfigError
 
 __all__ = [
-    "RULES", "ActorCritic", "ActorCriticAfterReinforce", "GlobalBaseline", "InputStateBaseline",
-    "LayerStateBaseline", "MonteCarloActorCritic", "OffPolicyActorCritic",
+    "RULES", "ActorCritic", "ActorCriticAfterReinforce", "GlobalBaseline", "Hnca", "HncaPlain",
+    "InputStateBaseline", "LayerStateBaseline", "MonteCarloActorCritic", "OffPolicyActorCritic",
     "OffPolicyActorCriticAfterReinforce", "Reinforce", "Rule", "RuleSettings", "Step", "get_rule",
     "register",
 ]
@@ -58,7 +59,7 @@ def register(rule: type[Rule]) -> type[Rule]:
 
 for _rule in (Reinforce, GlobalBaseline, InputStateBaseline, LayerStateBaseline, ActorCritic,
               OffPolicyActorCritic, MonteCarloActorCritic, ActorCriticAfterReinforce,
-              OffPolicyActorCriticAfterReinforce):
+              OffPolicyActorCriticAfterReinforce, Hnca, HncaPlain):
     register(_rule)
 
 
