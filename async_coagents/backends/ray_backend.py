@@ -149,6 +149,9 @@ class LayerActor:
     def take_interval(self) -> tuple[float | None, int | None]:
         return self.agent.take_staleness()
 
+    def take_grad_variance(self) -> float | None:
+        return self.agent.take_grad_variance()
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -478,6 +481,9 @@ class RayBackend(CoordinatedBackend):
     def _staleness(self) -> list[tuple[float | None, int | None]]:
         return [tuple(s) for s in get([actor.take_interval.remote()
                                        for actor in self.transport.flat_actors])]
+
+    def _grad_variance(self) -> list[float | None]:
+        return get([actor.take_grad_variance.remote() for actor in self.transport.flat_actors])
 
     def _pull(self) -> None:
         self.transport.drain()

@@ -305,6 +305,13 @@ class Network:
             h = layer.act(h)
         return h
 
+    def record_grad_variance(self) -> None:
+        """Every coagent layer agent measures its per-example gradient variance from now on
+        (:meth:`CoagentLayer.record_grad_variance`); the others report ``None``."""
+        for agent in self.agents:
+            if isinstance(agent, CoagentLayer):
+                agent.record_grad_variance()
+
     def measure(self, x: np.ndarray) -> tuple[np.ndarray, list[LayerActivity]]:
         """Greedy prediction and each hidden layer's entropy and activity sums."""
         h, activity = x, []

@@ -107,6 +107,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "seed": Key("int", 0, "seed of every random stream (data, init, sampling)", minimum=0),
         "checkpoint_every": Key("int", 0, "updates between checkpoints; 0 = at every evaluation",
                                 minimum=0),
+        "record_grad_variance": Key("bool", False, "record grad_variance in metrics.jsonl: per "
+                                    "layer agent, the trace of the covariance of its per-example "
+                                    "gradient estimates, mean over the batches since the last "
+                                    "evaluation (None for a partition group or a read-out)"),
         "pretrain_updates": Key("int", 0, "backprop pre-training updates, then copy and SGD with "
                                 "lr/128 (§5.4)", minimum=0),
         "diverge_factor": Key("float", 1000.0, "the run stops as diverged at a training loss that "

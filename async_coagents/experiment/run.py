@@ -78,6 +78,9 @@ class Run:
             self.spec = network_spec(config, self.workload)
             seed = config["run"]["seed"]
             self.network: Network = build_network(self.spec, seed)
+            self.record_grad_variance = config["run"]["record_grad_variance"]
+            if self.record_grad_variance:
+                self.network.record_grad_variance()  # before the agents go where they run
         self.pretrain_updates = config["run"]["pretrain_updates"]
         if self.pretrain_updates >= self.workload.updates:
             raise ConfigError(f"run.pretrain_updates ({self.pretrain_updates}) must be smaller "
@@ -223,6 +226,8 @@ class Run:
             staleness = self.backend.take_staleness()
             row["staleness_mean"] = [mean for mean, _ in staleness]
             row["staleness_max"] = [peak for _, peak in staleness]
+            if self.record_grad_variance:
+                row["grad_variance"] = self.backend.take_grad_variance()
         row["samples_per_s"] = s.interval_samples / s.interval_train_s if s.interval_train_s else None
         s.loss_sum, s.loss_batches, s.interval_samples, s.interval_train_s = 0.0, 0, 0, 0.0
         self.directory.append_metrics(row)
@@ -243,7 +248,7 @@ class Run:
             "wall_s": round(s.wall_s, 3), "train_s": round(s.train_s, 3),
             "samples_per_s": s.samples / s.train_s if s.train_s else None,
             "updates_per_s": s.updates / s.train_s if s.train_s else None,
-            "final": {k: v for k, v in final.items() if k not in ("staleness_mean", "staleness_max")},
+            "final": {k: v for k, v in final.items() if k not in _INTERVAL_LISTS},
             "train": prequential(s),
             "accounting": accounting(s, self.pretrain_updates, self.backend.layer_stats()),
             "backend": described.pop("backend"), **described,
@@ -276,6 +281,11 @@ class Run:
         if self.pretraining is not None:
             self.pretraining.close()
         self.backend.close()
+
+
+#: Per-agent lists of a metrics row that describe the interval since the previous row, not the
+#: network at the row: left out of the summary's final metrics.
+_INTERVAL_LISTS = ("staleness_mean", "staleness_max", "grad_variance")
 
 
 def prequential(progress: Counters) -> dict:
