@@ -1,4 +1,5 @@
-"""The ``coagents`` command line: train, resume, eval, plot, configs, datasets, bench, demo.
+"""The ``coagents`` command line: train, resume, eval, plot, configs, datasets, bench, demo,
+diagnose.
 
 Imports are made inside each command, so ``coagents --help`` is instant and ``coagents bench`` can
 pin numpy to one thread before numpy is loaded.
@@ -90,8 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where to look for dataset files first")
     p.set_defaults(handler=_eval)
 
-    p = sub.add_parser("plot", help="learning curves, per-layer entropy and sparsity, and "
-                                     "staleness of runs as PNG files",
+    p = sub.add_parser("plot", help="learning curves, per-layer entropy and sparsity, "
+                                     "staleness and gradient variance of runs as PNG files",
                        description="Runs that differ only in their seed are averaged (mean and "
                                    "standard error).")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -137,6 +138,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--updates", type=int, default=4000, help="updates per setting")
     p.add_argument("--no-ray", action="store_true", help="only the in-process backend")
     p.set_defaults(handler=_demo)
+    p = sub.add_parser("diagnose", help="measure every rule's gradient estimate against the exact "
+                                        "gradient on a network small enough to enumerate",
+                       description="Draws many independent gradient estimates from each rule at "
+                                   "fixed parameters of a tiny network (4 binary inputs, Bernoulli "
+                                   "hidden units, a categorical output) whose expected reward is "
+                                   "computed exactly, and prints per layer the cosine with the "
+                                   "exact gradient, the relative bias, the variance and a test of "
+                                   "unbiasedness.")
+    p.add_argument("--rules", default="all",
+                   help="comma-separated rule names, or all (default: every registered rule)")
+    p.add_argument("--hidden", default="3,3",
+                   help="hidden layer widths (default 3,3; at most 16 binary units in all)")
+    p.add_argument("--depths", help="also the variance per layer with this many hidden layers of "
+                                    "the first --hidden width, e.g. 1,2,3,4")
+    p.add_argument("--samples", type=int, help="draws per rule (default 10,000)")
+    p.add_argument("--warmup", type=int, help="batches the rules' baselines and critics learn "
+                                              "before the draws (default 1,000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the task, the network and the draws")
+    p.add_argument("--labels", default="random", choices=("random", "xor"),
+                   help="a balanced random labelling of the inputs, or the parity of two bits")
+    p.add_argument("--csv", help="also write every row to this CSV file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_diagnose)
     parser.subcommands = sub.choices  # name -> parser, for errors in the subcommand's usage
     return parser
 
@@ -307,6 +331,84 @@ def _demo(args) -> int:
 
     return 0 if run_demo(args.out or _new_run_dir("async-demo"), args.updates,
                          ray=not args.no_ray) else 1
+
+
+def _diagnose(args) -> int:
+    import csv
+
+    from async_coagents import diagnose as dg
+    from async_coagents.core.rules import RULES, get_rule
+    from async_coagents.errors import ConfigError
+    from async_coagents.experiment.progress import Progress
+
+    hidden = _positive_ints(args.hidden, "--hidden")
+    depths = _positive_ints(args.depths, "--depths") if args.depths else []
+    samples = dg.SAMPLES if args.samples is None else args.samples
+    warmup = dg.WARMUP if args.warmup is None else args.warmup
+    if samples < 2:
+        raise ConfigError(f"--samples must be at least 2, got {samples}")
+    if warmup < 0:
+        raise ConfigError(f"--warmup must be at least 0, got {warmup}")
+    shapes = [hidden] + [(hidden[0],) * d for d in depths if (hidden[0],) * d != hidden]
+    for shape in shapes:  # the network (and its fixed point) first: the same for every rule
+        dg.fixed_point(dg.tiny_spec("reinforce", hidden=shape), args.seed, args.labels)
+    names = list(RULES) if args.rules == "all" else [r.strip() for r in args.rules.split(",")]
+    rules = []
+    for name in names:
+        get_rule(name)  # an unknown name is an error, even among "all"
+        try:
+            for shape in shapes:
+                dg.tiny_spec(name, hidden=shape)
+        except ConfigError as exc:
+            if args.rules != "all":
+                raise
+            print(f"skipped {name}: {exc}", file=sys.stderr)
+            continue
+        rules.append(name)
+    spec = dg.tiny_spec("reinforce", hidden=hidden)
+    bar = Progress("diagnose", len(rules) * len(shapes) * samples,
+                   enabled=False if args.no_progress else None)
+    started = time.perf_counter()
+    rows: dict[tuple[int, ...], list] = {shape: [] for shape in shapes}
+    try:
+        for shape in shapes:
+            for rule in rules:
+                rows[shape] += dg.diagnose(rule, shape, samples, args.seed, warmup=warmup,
+                                           labels=args.labels, progress=lambda _: bar.advance())
+    finally:
+        bar.close()
+    point = dg.fixed_point(spec, args.seed, args.labels)
+    lines = dg.describe(spec, point, n=samples, warmup=warmup, labels=args.labels, seed=args.seed)
+    lines += ["", *dg.format_table(rows[hidden]), "", *dg.legend()]
+    if depths:
+        by_depth = [row for d in depths for row in rows[(hidden[0],) * d]]
+        by_depth.sort(key=lambda row: (rules.index(row.rule), len(row.hidden)))
+        shape = f"{'/'.join(map(str, depths))} hidden layers of {hidden[0]} units"
+        lines += ["", f"variance tr S per layer, {shape}:", *dg.format_depths(by_depth),
+                  "", f"relative variance tr S / |g|^2 per layer, {shape}:",
+                  *dg.format_depths(by_depth, "relative_variance")]
+    lines += ["", f"{len(rules) * len(shapes)} measurements of {samples} draws in "
+                  f"{time.perf_counter() - started:.0f} s"]
+    print("\n".join(lines))
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=dg.CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(dg.csv_rows([row for shape in shapes for row in rows[shape]]))
+    return 0
+
+
+def _positive_ints(text: str, flag: str) -> tuple[int, ...]:
+    """``"3,3"`` -> ``(3, 3)``; anything but comma-separated positive integers is an error."""
+    from async_coagents.errors import ConfigError
+
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise ConfigError(f"{flag} must be comma-separated positive integers, got {text!r}")
+    return values
 
 
 # ---- helpers -------------------------------------------------------------------------------------
