@@ -1,10 +1,11 @@
 """The gradient instrument (``async_coagents.diagnose``, ``coagents diagnose``): its exact
 gradient against central differences of the enumerated expected reward (and that reward against a
-plain loop over every joint action); the unbiased rules pass its test with enough samples to have
-power, a biased estimator that the rule check suite accepts fails it far beyond the threshold, and
-so do sign-flipped estimates; every draw starts from the same warmed state; the statistics on
-estimates of known mean; the command's table, CSV and errors. The training metric
-(``run.record_grad_variance``) is tested in tests/test_grad_variance.py."""
+plain loop over every joint action); the rules unbiased in theory (REINFORCE, its baselines,
+HNCA) pass its test with enough samples to have power, a biased estimator that the rule check
+suite accepts fails it far beyond the threshold, and so do sign-flipped estimates; every draw
+starts from the same warmed state; the statistics on estimates of known mean; the command's table,
+CSV and errors. The training metric (``run.record_grad_variance``) is tested in
+tests/test_grad_variance.py."""
 
 import csv
 import itertools
@@ -132,8 +133,9 @@ def test_sign_flipped_estimates_fail_it(reinforce_draws):
         assert not report.unbiased and report.z > 20 and report.cosine < -0.9
 
 
-@pytest.mark.parametrize("rule", ["baseline", "input-baseline", "layer-baseline"])
-def test_the_baseline_rules_pass_it_with_their_warmed_baseline(rule):
+@pytest.mark.parametrize("rule", ["baseline", "input-baseline", "layer-baseline", "hnca",
+                                  "hnca-plain"])
+def test_the_other_unbiased_rules_pass_it_with_their_warmed_baselines(rule):
     reports = dg.diagnose(rule, n=SAMPLES, warmup=300)
     for r in reports:
         assert r.unbiased and abs(r.z) < 3, r
