@@ -2,12 +2,14 @@
 example and per unit below, the change of that unit's outgoing squared L2 norm along the layer's
 per-example update at its post-step weights — checked against a brute-force computation from the
 weights alone; the per-unit returns reach the layer below with the right shape and sign; the
+shared checks with subsets, clock rates, staged freezing, categorical and Gaussian units; the
 networks it refuses; and, seeded and bounded, it learns the 6-bit multiplexer through two hidden
 layers."""
 
 import numpy as np
 import pytest
 
+from async_coagents import testing
 from async_coagents.core.metrics import evaluate
 from async_coagents.core.network import NetworkSpec, build_network
 from async_coagents.core.optim import SGD
@@ -184,6 +186,17 @@ def test_the_rule_trains_the_networks_with_a_stochastic_output_only():
                     partition="ds")
     with pytest.raises(ConfigError, match="node groups"):
         NetworkSpec(**base, output="categorical", units_per_agent=2)
+
+
+@pytest.mark.parametrize("extra", [
+    dict(subset=3), dict(update_every=(1, 2, 1)), dict(freeze_at=(2, None)),
+    dict(units="categorical", n_actions=4, dtype="float64"),
+    dict(n_outputs=1, task="regression", units="gaussian", output="gaussian"),
+], ids=["subset", "clock-rates", "staged", "categorical-4-float64", "gaussian-identity"])
+def test_variants_pass_the_shared_checks(extra):
+    spec = {**dict(n_inputs=5, n_outputs=3, hidden=(8, 7), output="categorical",
+                   rule="weight-max", lr=0.01), **extra}
+    testing.check_network(lambda seed: build_network(NetworkSpec(**spec), seed), ray=False)
 
 
 def test_the_bottom_layer_sends_nothing():
