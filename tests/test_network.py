@@ -204,7 +204,7 @@ def test_every_rule_builds_and_trains_one_step():
         extra = {"reinforce_updates": 2} if RULES[name].reinforce_phase else {}
         try:
             spec = NetworkSpec(**BASE, rule=name, critic_units=8, **extra)
-        except ConfigError:  # a rule for the categorical output coagent only (HNCA)
+        except ConfigError:  # a rule for a stochastic output coagent only (hnca, weight-max)
             spec = NetworkSpec(**BASE, rule=name, critic_units=8, output="categorical", **extra)
         net = build_network(spec, 0)
         (loss,) = train_in_process(net, [(0, np.ones((2, 5), np.float32), np.array([0, 2]))])

@@ -25,7 +25,7 @@ def spec_for(rule, **extra):
                     critic_units=8, lr=0.01, **extra)
     try:
         return NetworkSpec(**settings)
-    except ConfigError:  # a rule for the categorical output coagent only (HNCA)
+    except ConfigError:  # a rule for a stochastic output coagent only (hnca, weight-max)
         return NetworkSpec(**settings, output="categorical")
 
 

@@ -113,9 +113,9 @@ SETTINGS: dict[str, Setting] = {
     "miss_reward": Setting("float", -1.0, "categorical output: the reward of a wrong class (the "
                            "right one earns 1): -1 as in Chung's multiplexer, 0 as in Young's "
                            "bandit MNIST", minimum=-1e6, maximum=1.0, config="network.miss_reward"),
-    "rule": Setting("str", "baseline", "learning rule: reinforce, baseline, input-baseline, "
-                    "layer-baseline, ac, ac-offpolicy, or the §3.9 reconstructions ac-mc, "
-                    "ac-reinforce, ac-offpolicy-reinforce", choices=_rule_names,
+    "rule": Setting("str", "baseline", "learning rule, a registered one (the README's rule "
+                    "table: REINFORCE and its baselines, the critics, weight-max, hnca...)",
+                    choices=_rule_names,
                     config="network.rule"),
     "baseline_decay": Setting("float", 0.99, "decay of the EMA baseline (§3.2)",
                               **_UNIT_INTERVAL, config="network.baseline_decay"),

@@ -34,13 +34,14 @@ from async_coagents.core.rules.reinforce import (
     LayerStateBaseline,
     Reinforce,
 )
+from async_coagents.core.rules.weight_max import WeightMax
 from async_coagents.errors import ConfigError
 
 __all__ = [
     "RULES", "ActorCritic", "ActorCriticAfterReinforce", "GlobalBaseline", "Hnca", "HncaPlain",
     "InputStateBaseline", "LayerStateBaseline", "MonteCarloActorCritic", "OffPolicyActorCritic",
-    "OffPolicyActorCriticAfterReinforce", "Reinforce", "Rule", "RuleSettings", "Step", "get_rule",
-    "register",
+    "OffPolicyActorCriticAfterReinforce", "Reinforce", "Rule", "RuleSettings", "Step", "WeightMax",
+    "get_rule", "register",
 ]
 
 #: name -> rule class.
@@ -59,7 +60,7 @@ def register(rule: type[Rule]) -> type[Rule]:
 
 for _rule in (Reinforce, GlobalBaseline, InputStateBaseline, LayerStateBaseline, ActorCritic,
               OffPolicyActorCritic, MonteCarloActorCritic, ActorCriticAfterReinforce,
-              OffPolicyActorCriticAfterReinforce, Hnca, HncaPlain):
+              OffPolicyActorCriticAfterReinforce, Hnca, HncaPlain, WeightMax):
     register(_rule)
 
 
