@@ -285,3 +285,16 @@ def test_the_sweep_section_changes_neither_the_members_nor_what_their_checkpoint
     (first / "config.json").write_text(json.dumps(config))
     (first / "summary.json").unlink()  # resume must read the checkpoint, written under "local"
     assert main(["resume", str(first), "--no-progress"]) == 0
+
+
+def test_a_ray_task_on_a_node_that_cannot_see_the_sweep_directory_fails_its_member(tmp_path):
+    from async_coagents.experiment.sweep_ray import member_task
+
+    ((config, _),) = cfg.load("quickstart", ["run.updates=20"])
+    elsewhere = tmp_path / "not-shared"  # what a node without the shared storage sees
+    elsewhere.mkdir()
+    outcome = member_task(str(elsewhere / "member"), config, None, str(elsewhere))
+    assert outcome.status == "failed"
+    assert outcome.error.startswith(f"the sweep directory {elsewhere} is not visible on node ")
+    assert "storage every node sees" in outcome.error
+    assert not (elsewhere / "member").exists()
