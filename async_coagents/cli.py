@@ -1,4 +1,4 @@
-"""The ``coagents`` command line: train, resume, eval, plot, configs, datasets, bench, demo.
+"""The ``coagents`` command line: train, resume, eval, plot, table, configs, datasets, bench, demo.
 
 Imports are made inside each command, so ``coagents --help`` is instant and ``coagents bench`` can
 pin numpy to one thread before numpy is loaded.
@@ -105,6 +105,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth", type=float, default=0.0, help="EMA smoothing factor in [0, 1)")
     p.add_argument("--x", default="step", choices=("step", "samples", "wall_s"))
     p.set_defaults(handler=_plot)
+
+    p = sub.add_parser("table", help="results table of runs: a row per configuration, mean ± "
+                                     "standard error over seeds of the final metrics and of the "
+                                     "area under each curve",
+                       description="Runs that differ only in run.seed are one configuration. "
+                                   "Columns: the config keys that vary between configurations, "
+                                   "the number of seeds, and for each metric its final value "
+                                   "and its AUC: the trapezoid area under the curve against --x, "
+                                   "divided by the x range (the curve's mean value). Only "
+                                   "completed runs count. Markdown on stdout; --csv also writes "
+                                   "CSV.")
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="run directories, sweep directories, or directories holding them")
+    p.add_argument("--csv", dest="csv_out", metavar="FILE", help="also write the table as CSV")
+    p.add_argument("--metric", dest="metrics", action="append", default=[],
+                   help="only this metric (repeatable); default every scalar metric the runs log")
+    p.add_argument("--x", default="step", choices=("step", "samples", "wall_s"),
+                   help="the x axis of the areas under the curves")
+    p.set_defaults(handler=_table)
 
     p = sub.add_parser("configs", help="list the built-in configs, show one, or the schema")
     p.add_argument("name", nargs="?", help="show this built-in config")
@@ -292,6 +311,18 @@ def _plot(args) -> int:
     out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "plots"
     for path in plot_runs(args.run_dirs, out, metric=args.metric, smooth=args.smooth, x=args.x):
         print(path)
+    return 0
+
+
+def _table(args) -> int:
+    from async_coagents.experiment.tables import results_table, to_csv, to_markdown
+
+    table = results_table(args.dirs, metrics=args.metrics or None, x=args.x)
+    for note in table.notes:
+        print(f"coagents table: {note}", file=sys.stderr)
+    print(to_markdown(table))
+    if args.csv_out:
+        to_csv(table, Path(args.csv_out))
     return 0
 
 
