@@ -266,7 +266,7 @@ def _sweep(sweep, plan, *, progress: bool | None, data_dir: str | None,
         said = error if error.startswith(member.status) else f"{member.status}: {error}"
         return f"{target.name}: {said}  -> {target}"
 
-    if not plan.parallel:
+    if not plan.parallel or not sweep.unfinished():  # nothing to run: start no executor
         sweep.run(report=lambda member: print(line(member)), progress=progress,
                   data_dir=data_dir, address=address)
     else:

@@ -177,6 +177,9 @@ def test_a_member_whose_worker_is_killed_resumes_from_its_checkpoint_and_complet
     assert [m.restarts for m in sweep.members] == [0, 1]
     assert [m["restarts"] for m in manifest(sweep.path)] == [0, 1]
     assert sorted(m.name for m in reported) == sorted(m.name for m in sweep.members)
+    lines = sweep.summary_lines()
+    assert lines[2].endswith("(its worker died; resumed from its checkpoint once)")
+    assert "resumed" not in lines[1]
     # it went on from its checkpoint at update 40 (not from the start): the metrics are those of
     # an uninterrupted run, and so is everything in its final checkpoint
     reference = _sweep(tmp_path / "reference")
@@ -298,3 +301,16 @@ def test_a_ray_task_on_a_node_that_cannot_see_the_sweep_directory_fails_its_memb
     assert outcome.error.startswith(f"the sweep directory {elsewhere} is not visible on node ")
     assert "storage every node sees" in outcome.error
     assert not (elsewhere / "member").exists()
+
+
+def test_resuming_a_finished_sweep_on_an_executor_starts_none(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "sweep"
+    assert main(["train", "--out", str(out), *SEEDS, *QUICK]) == 0
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an executor was started for a finished sweep")
+
+    monkeypatch.setattr("async_coagents.experiment.sweep.open_executor", refuse)
+    capsys.readouterr()
+    assert main(["resume", str(out), "--executor", "ray", "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith(f"sweep {out}: 3 runs, 3 completed")

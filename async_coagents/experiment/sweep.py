@@ -306,6 +306,18 @@ class Sweep:
         if outcome.summary is not None or outcome.status in FINISHED:
             member.summary = outcome.summary
 
+    def unfinished(self) -> list[Member]:
+        """The members still to run; the finished ones get the status and summary of their
+        run directory."""
+        left = []
+        for member in self.members:
+            finished = finished_outcome(self.directory(member))
+            if finished is None:
+                left.append(member)
+            else:
+                self._settle(member, finished)
+        return left
+
     def run_parallel(self, executor: Executor, *, max_retries: int = 2,
                      report: Callable[[Member], None] | None = None,
                      display: SweepDisplay | None = None) -> Sweep:
@@ -313,13 +325,7 @@ class Sweep:
         slots, in order; see the module docstring for what happens when a worker dies and at
         Ctrl-C. ``report`` is called after each member that ran, ``display`` follows them all."""
         display = display or _NoDisplay()
-        queue = []
-        for member in self.members:
-            finished = finished_outcome(self.directory(member))
-            if finished is None:
-                queue.append(member)
-            else:
-                self._settle(member, finished)
+        queue = self.unfinished()
         display.begin(len(self.members), len(self.members) - len(queue))
         running: dict[object, tuple[Member, float]] = {}
         deaths: Counter = Counter()  # this command's restarts, per member
@@ -406,6 +412,9 @@ class Sweep:
         for member in self.members:
             point = " ".join(f"{k}={v}" for k, v in member.point.items())
             line = f"  {member.status:<{width}}  {point}  -> {self.directory(member)}"
+            if member.restarts:
+                times = "once" if member.restarts == 1 else f"{member.restarts} times"
+                line += f"  (its worker died; resumed from its checkpoint {times})"
             if member.error and member.status != COMPLETED:  # its first line: said in full above
                 line += f"\n  {'':<{width}}  {member.error.splitlines()[0]}"
             lines.append(line)
