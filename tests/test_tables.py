@@ -106,7 +106,7 @@ def test_markdown_on_stdout_and_csv(runs, capsys, tmp_path):
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert "AUC: the area under the curve against updates (steps)" in lines[0]
-    assert "divided by the step range" in lines[0]
+    assert "by the trapezoid rule, divided by that range, so it is the curve's mean value" in lines[0]
     assert lines[2] == "| name | network.lr | seeds | test_accuracy final | test_accuracy AUC |"
     mean, se = mean_se([c[-1] for c in CURVES[0.01]])
     assert lines[4].startswith(f"| toy | 0.01 | 3 | {mean:.4g} ± {se:.2g} | ")

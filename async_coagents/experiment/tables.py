@@ -18,7 +18,6 @@ from pathlib import Path
 
 from async_coagents.errors import DataError
 from async_coagents.experiment.results import (
-    X_AXES,
     configuration,
     describe_tasks,
     find_run_dirs,
@@ -71,8 +70,8 @@ def results_table(paths: Sequence[str | PathLike[str]], *, metrics: Sequence[str
     Raises :class:`DataError` when no run is found, none completed, the runs mix tasks
     (classification and regression), or a chosen metric is logged by none of them.
     """
-    if x not in X_AXES:
-        raise DataError(f"x must be one of {sorted(X_AXES)}, got {x!r}")
+    if x not in AXES:
+        raise DataError(f"x must be one of {sorted(AXES)}, got {x!r}")
     notes: list[str] = []
     found = find_run_dirs(paths)
     completed, left_out = [], []
@@ -126,13 +125,17 @@ def _metrics(runs, chosen: Sequence[str] | None) -> list[str]:
 
 
 # ---- rendering -----------------------------------------------------------------------------------
+#: The AUC's x axes in words (each seed's own ``samples`` or ``wall_s``).
+AXES = {"step": "updates (steps)", "samples": "training examples seen",
+        "wall_s": "wall-clock seconds"}
+
+
 def legend(table: Table) -> str:
     """What the numbers are, in one paragraph (above the Markdown table)."""
-    axis = X_AXES[table.x]
     return ("Mean ± standard error over seeds (sample standard deviation / √n; – for one seed). "
             "final: the value at the last evaluation common to a configuration's seeds. AUC: the "
-            f"area under the curve against {axis} ({table.x}), by the trapezoid rule, divided by "
-            f"the {table.x} range, so it is the curve's mean value.")
+            f"area under the curve against {AXES[table.x]}, by the trapezoid rule, divided by "
+            "that range, so it is the curve's mean value.")
 
 
 def to_markdown(table: Table) -> str:
