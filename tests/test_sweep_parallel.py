@@ -314,3 +314,17 @@ def test_resuming_a_finished_sweep_on_an_executor_starts_none(tmp_path, capsys, 
     capsys.readouterr()
     assert main(["resume", str(out), "--executor", "ray", "--no-progress"]) == 0
     assert capsys.readouterr().out.startswith(f"sweep {out}: 3 runs, 3 completed")
+
+
+def test_a_cluster_without_a_node_big_enough_for_a_members_task_is_an_error():
+    from async_coagents.experiment.sweep import Execution
+    from async_coagents.experiment.sweep_ray import check_cpus
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": False, "Resources": {"CPU": 8.0}},
+             {"Alive": True, "Resources": {}}]  # a head started with --num-cpus 0
+    check_cpus(Execution("ray", cpus_per_member=2.0), nodes, private=True)
+    with pytest.raises(ConfigError, match=r"no node of the cluster at head:6379 has the 4 CPUs a "
+                                          r"member's task needs \(sweep.cpus_per_member\); the "
+                                          "most one node offers is 2"):
+        check_cpus(Execution("ray", cpus_per_member=4.0, address="head:6379"), nodes,
+                   private=False)

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from async_coagents.backends import ray_env
+from async_coagents.errors import ConfigError
 from async_coagents.experiment.rundir import RunDirectory
 from async_coagents.experiment.sweep import (
     FAILED,
@@ -79,6 +80,11 @@ class RayExecutor:
 
         self.ray = ray
         self.started_ray = connect(execution.address)
+        try:
+            check_cpus(execution, ray.nodes(), self.started_ray)
+        except BaseException:
+            self.close()
+            raise
         self.sweep_dir = os.path.abspath(sweep_dir)
         self.data_dir = data_dir
         self.jobs = execution.jobs
@@ -139,13 +145,28 @@ class RayExecutor:
             self.ray.cancel(ref, force=level >= 2, recursive=False)
 
     def close(self) -> None:
-        for ref in self.running:  # only after an error in the sweep
+        for ref in getattr(self, "running", {}):  # only after an error in the sweep
             self.ray.cancel(ref, force=True, recursive=False)
-        self.running.clear()
+        self.running = {}
         if self.started_ray:
             from async_coagents.backends.ray_backend import disconnect
 
             disconnect()
+
+
+def check_cpus(execution: Execution, nodes: list[dict], private: bool) -> None:
+    """Fail, naming what is needed and offered, when no alive node has the CPUs of a member's
+    task: Ray would keep the tasks waiting for ever, and the sweep would hang without a word."""
+    alive = [n for n in nodes if n["Alive"]]
+    most = max((n["Resources"].get("CPU", 0.0) for n in alive), default=0.0)
+    if most >= execution.cpus_per_member:
+        return
+    where = (f"the cluster at {execution.address}" if execution.address else
+             "the private local Ray instance" if private else "the Ray instance joined")
+    raise ConfigError(f"no node of {where} has the {execution.cpus_per_member:g} CPUs a member's "
+                      f"task needs (sweep.cpus_per_member); the most one node offers is {most:g}: "
+                      "lower sweep.cpus_per_member, or add a worker with more CPUs "
+                      "(cluster/start-worker.sh --num-cpus N)")
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:
