@@ -148,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="multiplexer20: training episodes (updates at batch 1) per run")
     p.add_argument("--learners", default="",
                    help="multiplexer20: comma-separated learners (default: all)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="multiplexer20: runs at once in local worker processes")
     p.add_argument("--out", default="runs/bench-multiplexer20",
                    help="multiplexer20: the directory of its runs (an interrupted benchmark "
                         "continues there)")
@@ -404,9 +406,15 @@ def _bench(args) -> int:
 
         if args.seeds < 1 or args.episodes < 1:
             raise ConfigError("--seeds and --episodes must be >= 1")
+        from async_coagents.experiment.config import defaults
+        from async_coagents.experiment.sweep import execution
+
+        plan = execution(defaults()["sweep"], jobs=args.jobs)
         outcome = multiplexer20(args.out, seeds=args.seeds, episodes=args.episodes,
                                 learners=[name for name in args.learners.split(",") if name]
-                                or None)
+                                or None,
+                                run_sweep=lambda sweep: _sweep(sweep, plan, progress=None,
+                                                               data_dir=None))
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(outcome, indent=2) + "\n",
                                            encoding="utf-8")

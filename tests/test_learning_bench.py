@@ -13,7 +13,7 @@ def test_each_learner_reports_the_mean_and_standard_error_of_its_seeds(tmp_path)
     lines = []
     small = {"data.address_bits": 2}  # the harness, on the 6-bit table (the 2^20 one is slow)
     outcome = multiplexer20(tmp_path, seeds=2, episodes=40, learners=["baseline", "backprop"],
-                            settings=small, report=lines.append, progress=False)
+                            settings=small, report=lines.append)
     rows = {row["learner"]: row for row in outcome["rows"]}
     assert set(rows) == {"baseline", "backprop"}
     for learner, row in rows.items():
@@ -28,7 +28,7 @@ def test_each_learner_reports_the_mean_and_standard_error_of_its_seeds(tmp_path)
         assert math.isclose(row["mean_reward"], mean) and math.isclose(row["se"], se)
     assert any(line.startswith("| baseline | 2/2 |") for line in lines)
     again = multiplexer20(tmp_path, seeds=2, episodes=40, learners=["baseline", "backprop"],
-                          settings=small, report=lambda line: None, progress=False)
+                          settings=small, report=lambda line: None)
     assert again["rows"] == outcome["rows"]  # nothing ran again: the sweeps were finished
 
 

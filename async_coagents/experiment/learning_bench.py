@@ -54,10 +54,13 @@ def mean_se(values: list[float]) -> tuple[float, float | None]:
 
 def multiplexer20(out: str | Path, *, seeds: int = 5, episodes: int = 800_000,
                   learners: list[str] | None = None, settings: dict | None = None,
-                  report: Callable[[str], None] = print, **run_options) -> dict:
+                  report: Callable[[str], None] = print,
+                  run_sweep: Callable[[Sweep], object] | None = None) -> dict:
     """Run (or continue) the benchmark in ``out``; print and return one row per learner.
-    ``settings`` (dotted key -> TOML value) override every learner's; ``run_options`` go to
-    :meth:`Sweep.run` (progress, jobs...)."""
+    ``settings`` (dotted key -> TOML value) override every learner's; ``run_sweep`` runs each
+    learner's sweep (default: in this process, one member after another; ``coagents bench``
+    passes its ``--jobs`` executor)."""
+    run_sweep = run_sweep or (lambda sweep: sweep.run(progress=False))
     out = Path(out)
     rows = []
     for learner in learners or list(MULTIPLEXER20_LEARNERS):
@@ -73,7 +76,7 @@ def multiplexer20(out: str | Path, *, seeds: int = 5, episodes: int = 800_000,
         runs = cfg.load("multiplexer", [f"{k}={v}" for k, v in overrides.items()])
         runs = [({**config, "name": f"mux20-{learner}"}, point) for config, point in runs]
         sweep = Sweep.plan(out / learner, runs)
-        sweep.run(**run_options)
+        run_sweep(sweep)
         done = [m for m in sweep.members if m.status == COMPLETED and m.summary]
         rewards = [2 * m.summary["train"]["accuracy"] - 1 for m in done]
         mean, se = mean_se(rewards) if rewards else (None, None)
