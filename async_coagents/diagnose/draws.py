@@ -74,7 +74,7 @@ def draw_estimates(spec: NetworkSpec, rule: str | type[Rule] | None = None, n: i
     the network ``spec`` at its :func:`fixed_point` (``seed``, ``labels``, ``target``).
 
     Every draw is one batch of the whole task (every input once) through the real layers (the
-    local backend, one batch in flight); each layer's step is plain SGD (lr ``spec.lr``) whose
+    local backend, one batch in flight); each layer's step is plain SGD (its ``spec.lr_of``) whose
     gradient ``dJ/dtheta`` is recorded, and the estimate is ``-dJ/dtheta``. Rules with auxiliary
     learners (baselines, critics, the input baseline) first learn for ``warmup`` batches at the
     fixed policy (its parameters and optimizer are put back after each batch; what the rule
@@ -94,9 +94,10 @@ def draw_estimates(spec: NetworkSpec, rule: str | type[Rule] | None = None, n: i
         x, y = point.x, point.y
         net = build_network(spec, seed)
         layers = _coagent_layers(net)
-        for layer, params in zip(layers, point.params, strict=True):
+        for index, (layer, params) in enumerate(zip(layers, point.params, strict=True)):
             layer.policy.params[...] = params
-            layer.set_optimizer(_RecordingSGD(layer.net.params.size, spec.lr, layer.dtype))
+            layer.set_optimizer(_RecordingSGD(layer.net.params.size, spec.lr_of(index),
+                                              layer.dtype))
         reward, exact = _exact(net, x, y)
         policy = [(layer.net.params.copy(), layer.optimizer.state_dict()) for layer in layers]
         for sid in range(warmup):  # the auxiliary learners learn; the policy is put back

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from async_coagents.core.settings import (
+    LIST_VALUED,
     SETTINGS,
     TYPE_NAMES,
     Setting,
@@ -331,7 +332,7 @@ def check_tables(raw: Any, origin: str) -> None:
 def _is_sweep(spec: Key, value: Any) -> bool:
     if not isinstance(value, list):
         return False
-    if spec.type in ("ints", "strs", "int|ints"):  # a list is the value; a list of lists a sweep
+    if spec.type in LIST_VALUED:  # a list is the value; a list of lists a sweep
         return bool(value) and all(isinstance(v, list) for v in value)
     return True
 
@@ -341,7 +342,7 @@ def _check_axis(where: str, spec: Key, values: list) -> None:
     if not values:
         raise ConfigError(f"{where}: an empty list is not a sweep")
     for i, value in enumerate(values):
-        items = value if spec.type in ("ints", "strs", "int|ints") else [value]
+        items = value if spec.type in LIST_VALUED else [value]
         if any(isinstance(item, list | dict) for item in items):
             raise ConfigError(f"{where}: sweep value [{i}] is {short(value)}; a sweep lists "
                               f"single values of the key ({TYPE_NAMES[spec.type]}), not "
