@@ -1,5 +1,6 @@
 """Benchmarks (``coagents bench``): updates per second of the engine on one core, and of the
-backends. Benchmarks print measurements; they are never tests with time limits.
+backends; and, only when named (``--only soak``), the soak of exactly-once recovery on Ray.
+Benchmarks print measurements; they are never tests with time limits.
 
 Each benchmark builds its network and stream, warms up, then times a fixed number of updates of
 the local backend with one batch in flight (the engine: the synchronous step, as runs take it) or
@@ -34,6 +35,7 @@ class Result:
     updates: int
     seconds: float
     batch: int
+    details: dict | None = None  # further figures (the soak's), printed and reported
 
     @property
     def updates_per_s(self) -> float:
@@ -43,7 +45,8 @@ class Result:
         return {"name": self.name, "what": self.what, "updates": self.updates,
                 "seconds": round(self.seconds, 4), "batch": self.batch,
                 "updates_per_s": round(self.updates_per_s, 1),
-                "samples_per_s": round(self.updates_per_s * self.batch, 1)}
+                "samples_per_s": round(self.updates_per_s * self.batch, 1),
+                **({"details": self.details} if self.details is not None else {})}
 
 
 def _time(step: Callable[[int], None], warmup: int, updates: int) -> float:
@@ -243,13 +246,30 @@ def bench_call_overhead(quick: bool) -> Result:
                   "(updates/s = calls/s)", n, seconds, 1)
 
 
+def bench_soak(quick: bool) -> Result:
+    """Exactly-once recovery under chaos (``experiment/chaos.py``): the multiplexer on Ray, about
+    two minutes without faults, then again with 20 strikes of SIGKILL at seeded moments (a fifth
+    of them kill both actors at once); kills, restarts, messages replayed, updates lost, whether
+    it ended bit for bit like the run without faults, and the slowdown."""
+    from async_coagents.experiment.chaos import soak
+
+    updates, strikes = (2000, 5) if quick else (12_000, 20)
+    figures = soak(updates=updates, strikes=strikes)
+    what = (f"multiplexer on Ray, window 4, reward delay 2, {figures['kills']} SIGKILLs of layer "
+            "actors (with faults)")
+    return Result("soak", what, updates, figures["chaos_s"], 32, details=figures)
+
+
 BENCHMARKS: dict[str, Callable[[bool], Result | list[Result]]] = {
     "correlated-engine": bench_correlated,
     "mnist-offpolicy-engine": bench_mnist_offpolicy,
     "backends": bench_backends,
     "pipeline": bench_pipeline,
+    "soak": bench_soak,
 }
 ENGINE = ("correlated-engine", "mnist-offpolicy-engine")
+#: Benchmarks that run only when ``--only`` names them (minutes long, or not a speed).
+NAMED_ONLY = ("soak",)
 
 
 @contextmanager
@@ -267,6 +287,18 @@ def one_core():
         os.sched_setaffinity(0, before)
 
 
+def _report_soak(figures: dict, report: Callable[[str], None]) -> None:
+    report(f"  {figures['kills']} kills in {figures['strikes']} strikes, {figures['restarts']} "
+           f"restarts, {figures['replayed']} messages replayed, {figures['updates_lost']} "
+           f"updates lost, {figures['recovery_s']:.1f} s recovering")
+    identical = "yes" if figures["identical"] else f"no ({'; '.join(figures['differences'])})"
+    report(f"  bit-identical to the run without faults: {identical}")
+    report(f"  {figures['chaos_s']:.1f} s against {figures['clean_s']:.1f} s without faults "
+           f"(slowdown {figures['slowdown']:.2f}x); replay log peak "
+           f"{figures['replay_log_peak_bytes'] / 1e6:.2f} MB "
+           f"({figures['replay_log_peak_messages']} messages)")
+
+
 def run_benchmarks(quick: bool = False, only: list[str] | None = None,
                    report: Callable[[str], None] = print) -> dict:
     """Run the benchmarks whose names contain one of ``only`` (all if empty); print a table."""
@@ -280,6 +312,8 @@ def run_benchmarks(quick: bool = False, only: list[str] | None = None,
     for name, bench in BENCHMARKS.items():
         if only and not any(part in name for part in only):
             continue
+        if name in NAMED_ONLY and not (only and name in only):
+            continue
         if name in ENGINE:
             with one_core():
                 outcome = bench(quick)
@@ -289,6 +323,8 @@ def run_benchmarks(quick: bool = False, only: list[str] | None = None,
             results.append(result.as_dict())
             report(f"{result.name:<26} {result.updates_per_s:>10,.0f} updates/s "
                    f"{result.updates_per_s * result.batch:>12,.0f} samples/s   {result.what}")
+            if result.name == "soak":
+                _report_soak(result.details, report)
     by_name = {r["name"]: r for r in results}
     summary: dict = {}
     if "correlated-engine" in by_name:
@@ -308,6 +344,8 @@ def run_benchmarks(quick: bool = False, only: list[str] | None = None,
             ratio = ray_["samples_per_s"] / one["samples_per_s"]
             summary[f"pipeline_ray_w8_over_local_{local}"] = round(ratio, 3)
             report(f"wide layers: Ray backend (window 8) / one process ({local}) = {ratio:.2f}")
+    if "soak" in by_name:
+        summary["soak"] = by_name["soak"]["details"]
     if "ray-call-round-trip" in by_name:
         per_call = 1e3 / by_name["ray-call-round-trip"]["updates_per_s"]
         summary["ray_call_round_trip_ms"] = round(per_call, 3)

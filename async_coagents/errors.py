@@ -31,3 +31,19 @@ class DivergedError(CoagentsError, ArithmeticError):
         super().__init__(message)
         self.update = update
         self.value = value
+
+
+class MessageOrderError(CoagentsError):
+    """A message reached an agent's actor out of its sequence (a gap: an earlier message failed,
+    or the actor restarted behind the driver): refused without touching the agent; the Ray
+    backend's driver recovers by replaying what the actor missed (``backends/ray_backend.py``)."""
+
+
+class RecoveryError(CoagentsError):
+    """An agent's actor died and could not be brought back to where the run was (it did not
+    restart in time, or restarts are off)."""
+
+
+class NonDeterminismError(CoagentsError):
+    """A replayed message gave another answer than the first time: the agent is not a
+    deterministic function of its messages, so exactly-once recovery cannot hold."""

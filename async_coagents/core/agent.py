@@ -6,8 +6,9 @@ checks, idempotence (a retried message never applies an update twice), eviction,
 dropped / lost records, staleness, clock-rate accumulation over ``update_every`` and the optimizer
 step. A subclass says how it acts (``forward``) and how it learns from a completed batch.
 
-Replay after an actor restart is the transport's business (``backends/ray_backend.py`` counts the
-updates a replay applied); no core object knows where or how often it runs.
+Replay after an actor restart is the transport's business (``backends/ray_backend.py`` sends a
+restarted agent every message since its checkpoint again, and reports the replays itself); no core
+object knows where or how often it runs.
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ class AgentStats:
     ``staleness`` of a batch: the agent's parameter steps between its forward and its update.
     ``unknown``: messages for batches the agent never held (lost); ``duplicates``: messages for
     batches already applied or dropped (retries, rewards after an eviction), skipped;
-    ``replayed``: updates applied from messages a backend replayed after a restart (counted by that
-    backend).
+    ``replayed``: updates applied from messages a backend replayed after a restart (0 on the
+    backends here: the Ray backend's replay is exactly once, so a replayed agent counts what it
+    would have counted without the fault, and the backend reports the replays in its summary).
     """
 
     forwards: int = 0
@@ -204,6 +206,12 @@ class AgentBase:
     def pending(self) -> int:
         """Batches forwarded and not yet learnt from."""
         return len(self._pending)
+
+    def sent_output(self, sid: int) -> np.ndarray | None:
+        """What the forward of batch ``sid`` returned, while the batch is in flight (else None):
+        a backend that lost that reply on its way asks the agent for it again."""
+        entry = self._pending.get(sid)
+        return None if entry is None else entry.out
 
     # ---- message boundary -------------------------------------------------------------------
     def _check_input(self, sid: int, x: np.ndarray) -> np.ndarray:

@@ -140,7 +140,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                             minimum=-1),
         "checkpoint_every": Key("int", 200, "ray: each layer actor saves its state every this "
                                 "many updates (and at every run checkpoint); 0 = run "
-                                "checkpoints only", minimum=0),
+                                "checkpoints only. A trade: each save writes the agent's state; "
+                                "the driver keeps the messages since the last one, to send "
+                                "them again to a restarted actor", minimum=0),
         "checkpoint_dir": Key("str", "", "ray: where layer actors save (shared storage on a "
                               "cluster); empty = <run directory>/agents"),
     },
