@@ -1,4 +1,5 @@
-"""The ``coagents`` command line: train, resume, eval, plot, configs, datasets, bench, demo.
+"""The ``coagents`` command line: train, resume, eval, plot, table, configs, datasets, bench, demo,
+diagnose.
 
 Imports are made inside each command, so ``coagents --help`` is instant and ``coagents bench`` can
 pin numpy to one thread before numpy is loaded.
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 from async_coagents import __version__
-from async_coagents.errors import CoagentsError, DivergedError
+from async_coagents.errors import CoagentsError, ConfigError, DivergedError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,8 +70,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a key, e.g. --set network.lr=0.001 --set run.seed=[0,1,2]")
     p.add_argument("--data-dir", help="where to look for dataset files first")
     p.add_argument("--backend", choices=("local", "ray"), help="shortcut for --set backend.kind=")
-    p.add_argument("--address", help="join the Ray cluster at this host:port (implies --backend ray; "
-                                     "shortcut for --set backend.address=)")
+    p.add_argument("--address", help="join the Ray cluster at this host:port: with --executor ray "
+                                     "(or sweep.executor = \"ray\") the cluster the sweep's "
+                                     "members run on; otherwise the layer actors' (implies "
+                                     "--backend ray; shortcut for --set backend.address=)")
+    _sweep_options(p)
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.set_defaults(handler=_train)
 
@@ -78,8 +82,10 @@ def _parser() -> argparse.ArgumentParser:
                                       "the unfinished runs of a sweep")
     p.add_argument("run_dir", help="the run directory, or a sweep directory (it holds sweep.json)")
     p.add_argument("--address", help="continue a Ray run on the cluster at this address instead of "
-                                     "the one in its config (the maths is unchanged)")
+                                     "the one in its config (the maths is unchanged); with "
+                                     "--executor ray, the cluster the sweep's members run on")
     p.add_argument("--data-dir", help="where to look for dataset files first")
+    _sweep_options(p)
     p.add_argument("--no-progress", action="store_true",
                    help="log lines instead of a progress bar")
     p.set_defaults(handler=_resume)
@@ -90,8 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where to look for dataset files first")
     p.set_defaults(handler=_eval)
 
-    p = sub.add_parser("plot", help="learning curves, per-layer entropy and sparsity, and "
-                                     "staleness of runs as PNG files",
+    p = sub.add_parser("plot", help="learning curves, per-layer entropy and sparsity, "
+                                     "staleness and gradient variance of runs as PNG files",
                        description="Runs that differ only in their seed are averaged (mean and "
                                    "standard error).")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -100,6 +106,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth", type=float, default=0.0, help="EMA smoothing factor in [0, 1)")
     p.add_argument("--x", default="step", choices=("step", "samples", "wall_s"))
     p.set_defaults(handler=_plot)
+
+    p = sub.add_parser("table", help="results table of runs: a row per configuration, mean ± "
+                                     "standard error over seeds of the final metrics and of the "
+                                     "area under each curve",
+                       description="Runs that differ only in run.seed are one configuration. "
+                                   "Columns: the config keys that vary between configurations, "
+                                   "the number of seeds, and for each metric its final value "
+                                   "and its AUC: the trapezoid area under the curve against --x, "
+                                   "divided by the x range (the curve's mean value). Only "
+                                   "completed runs count. Markdown on stdout; --csv also writes "
+                                   "CSV.")
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="run directories, sweep directories, or directories holding them")
+    p.add_argument("--csv", dest="csv_out", metavar="FILE", help="also write the table as CSV")
+    p.add_argument("--metric", dest="metrics", action="append", default=[],
+                   help="only this metric (repeatable); default every scalar metric the runs log")
+    p.add_argument("--x", default="step", choices=("step", "samples", "wall_s"),
+                   help="the x axis of the areas under the curves")
+    p.set_defaults(handler=_table)
 
     p = sub.add_parser("configs", help="list the built-in configs, show one, or the schema")
     p.add_argument("name", nargs="?", help="show this built-in config")
@@ -116,7 +141,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="shorter measurements")
     p.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
     p.add_argument("--only", action="append", default=[],
-                   help="run only benchmarks whose name contains this (repeatable)")
+                   help="run only benchmarks whose name contains this (repeatable); the learning "
+                        "benchmark multiplexer20 runs only when named")
+    p.add_argument("--seeds", type=int, default=5, help="multiplexer20: seeds per learner")
+    p.add_argument("--episodes", type=int, default=800_000,
+                   help="multiplexer20: training episodes (updates at batch 1) per run")
+    p.add_argument("--learners", default="",
+                   help="multiplexer20: comma-separated learners (default: all)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="multiplexer20: runs at once in local worker processes")
+    p.add_argument("--out", default="runs/bench-multiplexer20",
+                   help="multiplexer20: the directory of its runs (an interrupted benchmark "
+                        "continues there)")
     p.set_defaults(handler=_bench)
 
     p = sub.add_parser("demo", help="the asynchronous-learning demo: one network under several "
@@ -128,17 +164,57 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--updates", type=int, default=4000, help="updates per setting")
     p.add_argument("--no-ray", action="store_true", help="only the in-process backend")
     p.set_defaults(handler=_demo)
+    p = sub.add_parser("diagnose", help="measure every rule's gradient estimate against the exact "
+                                        "gradient on a network small enough to enumerate",
+                       description="Draws many independent gradient estimates from each rule at "
+                                   "fixed parameters of a tiny network (4 binary inputs, Bernoulli "
+                                   "hidden units, a categorical output) whose expected reward is "
+                                   "computed exactly, and prints per layer the cosine with the "
+                                   "exact gradient, the relative bias, the variance and a test of "
+                                   "unbiasedness.")
+    p.add_argument("--rules", default="all",
+                   help="comma-separated rule names, or all (default: every registered rule)")
+    p.add_argument("--hidden", default="3,3",
+                   help="hidden layer widths (default 3,3; at most 16 binary units in all)")
+    p.add_argument("--depths", help="also the variance per layer with this many hidden layers of "
+                                    "the first --hidden width, e.g. 1,2,3,4")
+    p.add_argument("--samples", type=int, help="draws per rule (default 10,000)")
+    p.add_argument("--warmup", type=int, help="batches the rules' baselines and critics learn "
+                                              "before the draws (default 1,000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the task, the network and the draws")
+    p.add_argument("--labels", default="random", choices=("random", "xor"),
+                   help="a balanced random labelling of the inputs, or the parity of two bits")
+    p.add_argument("--csv", help="also write every row to this CSV file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_diagnose)
     parser.subcommands = sub.choices  # name -> parser, for errors in the subcommand's usage
     return parser
 
 
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="run N members of a sweep at once: in local worker processes when N > 1 "
+                        "(unless --executor ray), one after another in this process when N = 1; "
+                        "default sweep.jobs")
+    p.add_argument("--executor", choices=("local", "processes", "ray"),
+                   help="where a sweep's members run: local (in this process), processes (local "
+                        "worker processes, one per CPU unless --jobs), ray (Ray tasks, as many as "
+                        "the cluster's CPUs hold unless --jobs; the sweep directory must be on "
+                        "storage every node sees); default sweep.executor")
+
+
 # ---- commands ----------------------------------------------------------------------------------
-def train_overrides(args: argparse.Namespace) -> list[str]:
-    """The ``--set`` overrides of a ``coagents train`` command line, its shortcuts included."""
+def train_overrides(args: argparse.Namespace, *, address_to_backend: bool | None = None) -> list[str]:
+    """The ``--set`` overrides of a ``coagents train`` command line, its shortcuts included.
+    ``--address`` names the layer actors' cluster (``backend.address``, implying the Ray backend)
+    unless the sweep runs on the Ray executor (``address_to_backend``; default: unless
+    ``--executor ray``), whose cluster it then is."""
     overrides = list(args.overrides)
     if args.backend:
         overrides.append(f"backend.kind={args.backend}")
-    if args.address:
+    if address_to_backend is None:
+        address_to_backend = getattr(args, "executor", None) != "ray"
+    if args.address and address_to_backend:
         overrides.append(f'backend.address="{args.address}"')
         if not args.backend:  # a cluster address means the Ray backend
             overrides.append("backend.kind=ray")
@@ -149,27 +225,42 @@ def _train(args) -> int:
     from async_coagents.experiment import config as cfg
 
     runs = cfg.load(args.config, train_overrides(args))
+    if args.address and args.executor is None and runs[0][0]["sweep"]["executor"] == "ray":
+        runs = cfg.load(args.config, train_overrides(args, address_to_backend=False))
     name = runs[0][0]["name"]
     out = Path(args.out or _new_run_dir(name))
     progress = False if args.no_progress else None
     if len(runs) == 1:
         from async_coagents.experiment.run import train
 
+        if args.jobs not in (None, 1) or args.executor not in (None, "local"):
+            logging.getLogger(__name__).info("--jobs and --executor apply to sweeps: this one run "
+                                             "trains in this process")
         return _one_run(out, lambda: train(runs[0][0], out, progress=progress,
                                            data_dir=args.data_dir))
-    from async_coagents.experiment.sweep import Sweep
+    from async_coagents.experiment.sweep import Sweep, execution
 
-    return _sweep(Sweep.plan(out, runs), progress=progress, data_dir=args.data_dir)
+    plan = execution(runs[0][0]["sweep"], executor=args.executor, jobs=args.jobs,
+                     address=args.address)
+    return _sweep(Sweep.plan(out, runs), plan, progress=progress, data_dir=args.data_dir)
 
 
 def _resume(args) -> int:
     from async_coagents.experiment.run import resume
-    from async_coagents.experiment.sweep import Sweep, is_sweep
+    from async_coagents.experiment.sweep import Sweep, execution, is_sweep
 
     progress = False if args.no_progress else None
     if is_sweep(args.run_dir):
-        return _sweep(Sweep.open(args.run_dir), progress=progress, data_dir=args.data_dir,
-                      address=args.address)
+        sweep = Sweep.open(args.run_dir)
+        section = sweep.members[0].config["sweep"] if sweep.members else None
+        if section is None:
+            from async_coagents.experiment.config import defaults
+
+            section = defaults()["sweep"]
+        plan = execution(section, executor=args.executor, jobs=args.jobs, address=args.address)
+        # with the Ray executor --address is the sweep's cluster; otherwise the members' own move
+        return _sweep(sweep, plan, progress=progress, data_dir=args.data_dir,
+                      address=None if plan.executor == "ray" else args.address)
     return _one_run(Path(args.run_dir), lambda: resume(args.run_dir, progress=progress,
                                                        address=args.address,
                                                        data_dir=args.data_dir))
@@ -198,20 +289,47 @@ def _one_run(path: Path, run) -> int:
     return 0
 
 
-def _sweep(sweep, **options) -> int:
-    """Run a sweep's unfinished members, a line per member, then the closing summary."""
-    def report(member) -> None:
+def _sweep(sweep, plan, *, progress: bool | None, data_dir: str | None,
+           address: str | None = None) -> int:
+    """Run a sweep's unfinished members as ``plan`` (an ``Execution``) says, a line per member,
+    then the closing summary."""
+    def line(member) -> str:
         target = sweep.directory(member)
         if member.summary is not None and member.status in ("completed", "interrupted"):
-            print(_summary_line(target, member.summary))
-        else:
-            error = member.error or ""
-            said = error if error.startswith(member.status) else f"{member.status}: {error}"
-            print(f"{target.name}: {said}  -> {target}")
+            return _summary_line(target, member.summary)
+        error = member.error or ""
+        said = error if error.startswith(member.status) else f"{member.status}: {error}"
+        return f"{target.name}: {said}  -> {target}"
 
-    sweep.run(report=report, **options)
+    if not plan.parallel or not sweep.unfinished():  # nothing to run: start no executor
+        sweep.run(report=lambda member: print(line(member)), progress=progress,
+                  data_dir=data_dir, address=address)
+    else:
+        from async_coagents.experiment.progress import SweepProgress
+        from async_coagents.experiment.sweep import open_executor
+
+        executor = open_executor(plan, sweep, data_dir=data_dir, address=address)
+        display = SweepProgress(enabled=progress)
+        logging.getLogger(__name__).info("sweep %s: %d runs, %s", sweep.path, len(sweep.members),
+                                         _where(plan, executor))
+        try:
+            sweep.run_parallel(executor, max_retries=plan.max_retries, display=display,
+                               report=lambda member: display.write(line(member)))
+        finally:
+            executor.close()
     print("\n".join(sweep.summary_lines()))
     return sweep.exit_code()
+
+
+def _where(plan, executor) -> str:
+    """Where a parallel sweep's members run, in words."""
+    if plan.executor == "ray":
+        cluster = f"the Ray cluster at {plan.address}" if plan.address else (
+            "a private local Ray instance" if executor.started_ray else "the Ray instance joined")
+        at_once = f"at most {plan.jobs}" if plan.jobs else "as many as its CPUs hold"
+        return (f"as Ray tasks of {plan.cpus_per_member:g} CPU each on {cluster}, {at_once} at "
+                "once (Ray's own log lines go to its log files, not here)")
+    return f"{executor.slots()} at a time in local worker processes"
 
 
 def _eval(args) -> int:
@@ -228,6 +346,18 @@ def _plot(args) -> int:
     out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "plots"
     for path in plot_runs(args.run_dirs, out, metric=args.metric, smooth=args.smooth, x=args.x):
         print(path)
+    return 0
+
+
+def _table(args) -> int:
+    from async_coagents.experiment.tables import results_table, to_csv, to_markdown
+
+    table = results_table(args.dirs, metrics=args.metrics or None, x=args.x)
+    for note in table.notes:
+        print(f"coagents table: {note}", file=sys.stderr)
+    print(to_markdown(table))
+    if args.csv_out:
+        to_csv(table, Path(args.csv_out))
     return 0
 
 
@@ -271,6 +401,26 @@ def _bench(args) -> int:
 
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before numpy loads: the engine runs on one core
+    if "multiplexer20" in args.only:
+        from async_coagents.experiment.learning_bench import multiplexer20
+
+        if args.seeds < 1 or args.episodes < 1:
+            raise ConfigError("--seeds and --episodes must be >= 1")
+        from async_coagents.experiment.config import defaults
+        from async_coagents.experiment.sweep import execution
+
+        plan = execution(defaults()["sweep"], jobs=args.jobs)
+        outcome = multiplexer20(args.out, seeds=args.seeds, episodes=args.episodes,
+                                learners=[name for name in args.learners.split(",") if name]
+                                or None,
+                                run_sweep=lambda sweep: _sweep(sweep, plan, progress=None,
+                                                               data_dir=None))
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(outcome, indent=2) + "\n",
+                                           encoding="utf-8")
+        args.only = [name for name in args.only if name != "multiplexer20"]
+        if not args.only:
+            return 0
     from async_coagents.bench import run_benchmarks
 
     results = run_benchmarks(quick=args.quick, only=args.only)
@@ -284,6 +434,84 @@ def _demo(args) -> int:
 
     return 0 if run_demo(args.out or _new_run_dir("async-demo"), args.updates,
                          ray=not args.no_ray) else 1
+
+
+def _diagnose(args) -> int:
+    import csv
+
+    from async_coagents import diagnose as dg
+    from async_coagents.core.rules import RULES, get_rule
+    from async_coagents.errors import ConfigError
+    from async_coagents.experiment.progress import Progress
+
+    hidden = _positive_ints(args.hidden, "--hidden")
+    depths = _positive_ints(args.depths, "--depths") if args.depths else []
+    samples = dg.SAMPLES if args.samples is None else args.samples
+    warmup = dg.WARMUP if args.warmup is None else args.warmup
+    if samples < 2:
+        raise ConfigError(f"--samples must be at least 2, got {samples}")
+    if warmup < 0:
+        raise ConfigError(f"--warmup must be at least 0, got {warmup}")
+    shapes = [hidden] + [(hidden[0],) * d for d in depths if (hidden[0],) * d != hidden]
+    for shape in shapes:  # the network (and its fixed point) first: the same for every rule
+        dg.fixed_point(dg.tiny_spec("reinforce", hidden=shape), args.seed, args.labels)
+    names = list(RULES) if args.rules == "all" else [r.strip() for r in args.rules.split(",")]
+    rules = []
+    for name in names:
+        get_rule(name)  # an unknown name is an error, even among "all"
+        try:
+            for shape in shapes:
+                dg.tiny_spec(name, hidden=shape)
+        except ConfigError as exc:
+            if args.rules != "all":
+                raise
+            print(f"skipped {name}: {exc}", file=sys.stderr)
+            continue
+        rules.append(name)
+    spec = dg.tiny_spec("reinforce", hidden=hidden)
+    bar = Progress("diagnose", len(rules) * len(shapes) * samples,
+                   enabled=False if args.no_progress else None)
+    started = time.perf_counter()
+    rows: dict[tuple[int, ...], list] = {shape: [] for shape in shapes}
+    try:
+        for shape in shapes:
+            for rule in rules:
+                rows[shape] += dg.diagnose(rule, shape, samples, args.seed, warmup=warmup,
+                                           labels=args.labels, progress=lambda _: bar.advance())
+    finally:
+        bar.close()
+    point = dg.fixed_point(spec, args.seed, args.labels)
+    lines = dg.describe(spec, point, n=samples, warmup=warmup, labels=args.labels, seed=args.seed)
+    lines += ["", *dg.format_table(rows[hidden]), "", *dg.legend()]
+    if depths:
+        by_depth = [row for d in depths for row in rows[(hidden[0],) * d]]
+        by_depth.sort(key=lambda row: (rules.index(row.rule), len(row.hidden)))
+        shape = f"{'/'.join(map(str, depths))} hidden layers of {hidden[0]} units"
+        lines += ["", f"variance tr S per layer, {shape}:", *dg.format_depths(by_depth),
+                  "", f"relative variance tr S / |g|^2 per layer, {shape}:",
+                  *dg.format_depths(by_depth, "relative_variance")]
+    lines += ["", f"{len(rules) * len(shapes)} measurements of {samples} draws in "
+                  f"{time.perf_counter() - started:.0f} s"]
+    print("\n".join(lines))
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=dg.CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(dg.csv_rows([row for shape in shapes for row in rows[shape]]))
+    return 0
+
+
+def _positive_ints(text: str, flag: str) -> tuple[int, ...]:
+    """``"3,3"`` -> ``(3, 3)``; anything but comma-separated positive integers is an error."""
+    from async_coagents.errors import ConfigError
+
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise ConfigError(f"{flag} must be comma-separated positive integers, got {text!r}")
+    return values
 
 
 # ---- helpers -------------------------------------------------------------------------------------

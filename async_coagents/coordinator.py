@@ -76,6 +76,7 @@ class Completed:
     loss: float
     size: int
     rewarded: bool = True
+    hits: int | None = None  # classification: examples whose prediction was the label
 
 
 class Coordinator:
@@ -132,8 +133,11 @@ class Coordinator:
         prediction = self.transport.fetch(batch.output)
         r = self.objective.reward(prediction, batch.labels)
         loss = -float(r.sum()) / r.size
+        hits = None
+        if self.objective.n_classes is not None:  # as predicted before the network learns from it
+            hits = int(np.count_nonzero(prediction.argmax(axis=1) == batch.labels))
         if not math.isfinite(loss):  # not a reward any agent can learn from: none is sent
-            return Completed(batch.sid, loss, batch.size, rewarded=False)
+            return Completed(batch.sid, loss, batch.size, rewarded=False, hits=hits)
         signal = r
         if self.input_baseline is not None:
             signal = self.input_baseline.reward(batch.sid, r)
@@ -149,7 +153,7 @@ class Coordinator:
             if transport.listens_to_feedback[layer]:
                 out = transport.feedback(layer, batch.sid, message)
             message = out
-        return Completed(batch.sid, loss, batch.size)
+        return Completed(batch.sid, loss, batch.size, hits=hits)
 
     def state_dict(self) -> dict:
         """The schedule's state: the batches in flight and their predictions."""

@@ -202,7 +202,11 @@ def test_network_state_refuses_a_mismatched_checkpoint():
 def test_every_rule_builds_and_trains_one_step():
     for name in RULES:
         extra = {"reinforce_updates": 2} if RULES[name].reinforce_phase else {}
-        net = build_network(NetworkSpec(**BASE, rule=name, critic_units=8, **extra), 0)
+        try:
+            spec = NetworkSpec(**BASE, rule=name, critic_units=8, **extra)
+        except ConfigError:  # a rule for a stochastic output coagent only (hnca, weight-max)
+            spec = NetworkSpec(**BASE, rule=name, critic_units=8, output="categorical", **extra)
+        net = build_network(spec, 0)
         (loss,) = train_in_process(net, [(0, np.ones((2, 5), np.float32), np.array([0, 2]))])
         assert np.isfinite(loss)
         assert all(layer.pending == 0 for layer in net.layers)
@@ -224,3 +228,43 @@ def test_a_categorical_output_samples_a_class_and_is_rewarded_for_hitting_the_la
     assert set(r) <= {1.0, -0.5} and np.array_equal(r == 1.0, prediction[:, 0] == 1.0)
     metrics = net.objective.metrics(net.act(x), y)
     assert set(metrics) == {"accuracy", "reward"}
+
+
+def test_a_learning_rate_per_layer_agent_reaches_each_layer_its_critic_and_baselines():
+    spec = NetworkSpec(n_inputs=4, n_outputs=3, hidden=(5, 4), rule="ac", critic_units=6,
+                       layer_lr=[0.01, 0.001, 0.0001], critic_lr_ratio=2.0)
+    assert spec.layer_lr == (0.01, 0.001, 0.0001) and spec.lr_of(1) == 0.001
+    net = build_network(spec, 0)
+    assert [layer.optimizer.lr for layer in net.layers] == [0.01, 0.001, 0.0001]
+    assert net.layers[1].critic is not None
+    assert {o.lr for o in _optimizers(net.layers[1].critic)} == {0.002}  # its layer's x ratio
+    one = NetworkSpec(n_inputs=4, n_outputs=3, hidden=(5, 4), lr=0.01)
+    assert one.lrs() == (0.01,) and one.lr_of(2) == 0.01
+
+
+def _optimizers(obj):
+    found = []
+    for value in vars(obj).values():
+        if hasattr(value, "step") and hasattr(value, "lr"):
+            found.append(value)
+        elif isinstance(value, list):
+            found += [v for v in value if hasattr(v, "step") and hasattr(v, "lr")]
+    return found
+
+
+@pytest.mark.parametrize("layer_lr, message", [
+    ([0.01, 0.001], r"layer_lr needs one entry per layer agent \(3, bottom to top\), got 2"),
+    ([0.01, 0.0, 0.1], r"layer_lr\[1\] must be > 0, got 0.0"),
+    (0.01, "layer_lr must be a list of numbers"),
+    ([0.1, "x", 0.1], r"layer_lr\[1\] must be a number"),
+])
+def test_bad_per_layer_learning_rates_name_the_problem(layer_lr, message):
+    with pytest.raises(ConfigError, match=message):
+        NetworkSpec(n_inputs=4, n_outputs=3, hidden=(5, 4), layer_lr=layer_lr)
+
+
+def test_pretraining_asks_for_one_learning_rate():
+    spec = NetworkSpec(n_inputs=4, n_outputs=1, task="regression", hidden=(5,),
+                       units="gaussian", layer_lr=[0.01, 0.001])
+    with pytest.raises(ConfigError, match="pre-training .* leave network.layer_lr empty"):
+        spec.pretraining_twin()

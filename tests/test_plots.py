@@ -23,6 +23,9 @@ from async_coagents.experiment.results import (
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The figures of the fake runs below, which record no gradient variance (grad_variance.png has
+#: its own test).
+RECORDED = [name for name in FIGURES if name != "grad_variance.png"]
 
 BASE_CONFIG = {
     "name": "mnist-offpolicy",
@@ -331,7 +334,7 @@ def test_every_legend_fits_inside_its_figure(sweep, tmp_path, case):
             "sweep": lambda: sweep,
             "many_configs": lambda: _many_configs(tmp_path, 8)}[case]()
     figures = _figures(dirs)
-    assert sorted(figures) == sorted(FIGURES)
+    assert sorted(figures) == sorted(RECORDED)
     for name, fig in figures.items():
         assert fig.legends, name
         assert _outside(fig) == [], name
@@ -408,7 +411,24 @@ def test_null_per_layer_values_are_gaps_not_zeros(tmp_path):
     entropy = _panel_lines(figures["entropy_sparsity.png"])
     assert np.isnan(entropy[0].get_ydata()[3]) and np.isnan(entropy[1].get_ydata()[4])
     paths = plot_runs(dirs, tmp_path / "out")
-    assert [p.name for p in paths] == list(FIGURES)
+    assert [p.name for p in paths] == RECORDED
+
+
+def test_grad_variance_is_drawn_per_layer_agent_on_a_log_scale(tmp_path):
+    """run.record_grad_variance: one solid line per layer agent that measured it (the read-out
+    never does: its line is empty), a log y axis, nothing at step 0."""
+    rows = _classification(6, 1, staleness=True)
+    for t, row in enumerate(rows):
+        row["grad_variance"] = [None] * 3 if t == 0 else [2.0 ** -t, 10.0 * 2.0 ** -t, None]
+    run = write_run(tmp_path, "gv", _config(), rows)
+    fig = _figures([run])["grad_variance.png"]
+    assert fig.axes[0].get_yscale() == "log"
+    lines = _panel_lines(fig)
+    assert len(lines) == 3 and {line.get_linestyle() for line in lines} == {"-"}
+    np.testing.assert_allclose(lines[1].get_ydata()[1:], [10.0 * 2.0 ** -t for t in range(1, 6)])
+    assert np.isnan(lines[0].get_ydata()[0]) and np.isnan(lines[2].get_ydata()).all()
+    assert _outside(fig) == []
+    assert [p.name for p in plot_runs([run], tmp_path / "out")] == list(FIGURES)
 
 
 def test_a_run_with_no_staleness_yet_does_not_break_the_figure(tmp_path, caplog):

@@ -12,7 +12,7 @@ from async_coagents.backends.local import LocalBackend
 from async_coagents.backends.ray_backend import RayBackend
 from async_coagents.core.network import NetworkSpec, build_network
 from async_coagents.core.rules import RULES
-from async_coagents.errors import ProtocolError
+from async_coagents.errors import ConfigError, ProtocolError
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 BATCHES = 25
@@ -21,8 +21,12 @@ BATCHES = 25
 def spec_for(rule, **extra):
     if RULES[rule].reinforce_phase:
         extra.setdefault("reinforce_updates", 5)
-    return NetworkSpec(n_inputs=6, n_outputs=3, hidden=(7, 6, 5), units="bernoulli", rule=rule,
-                       critic_units=8, lr=0.01, **extra)
+    settings = dict(n_inputs=6, n_outputs=3, hidden=(7, 6, 5), units="bernoulli", rule=rule,
+                    critic_units=8, lr=0.01, **extra)
+    try:
+        return NetworkSpec(**settings)
+    except ConfigError:  # a rule for a stochastic output coagent only (hnca, weight-max)
+        return NetworkSpec(**settings, output="categorical")
 
 
 def data(n=BATCHES, seed=0):

@@ -97,6 +97,8 @@ def test_resume_after_an_interruption_is_bit_exact(tmp_path, rule, window, delay
     assert stopped["accounting"]["in_flight"] == min(window - 1, delay)
     resumed = resume(tmp_path / "split", progress=False)
     assert resumed["status"] == "completed" and resumed["updates"] == 120
+    whole_summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert resumed["train"] == whole_summary["train"]  # the run's prequential figures too
     whole, whole_state = final_params(tmp_path / "whole")
     split, split_state = final_params(tmp_path / "split")
     for a, b in zip(whole, split, strict=True):
@@ -341,3 +343,34 @@ def test_a_run_written_before_run_diverge_factor_existed_still_resumes(tmp_path)
     del written["run"]["diverge_factor"]
     (tmp_path / "run" / "config.json").write_text(json.dumps(written))
     assert resume(tmp_path / "run", progress=False)["status"] == "completed"
+
+
+def test_the_summary_holds_the_whole_runs_test_then_train_loss_and_accuracy(tmp_path):
+    """Every batch's loss and hits as predicted before the network learnt from it: with a
+    categorical output rewarded +1/-1 the mean reward is 2 accuracy - 1, and the interval means of
+    metrics.jsonl average to the whole-run mean."""
+    config = quick_config(**{"network.output": '"categorical"', "run.updates": 200})
+    summary = train(config, tmp_path / "run", progress=False)
+    train_figures = summary["train"]
+    assert train_figures["batches"] == 200 and train_figures["since"] == 0
+    assert 0.0 < train_figures["accuracy"] < 1.0
+    assert math.isclose(-train_figures["loss_mean"], 2 * train_figures["accuracy"] - 1)
+    rows = RunDirectory(tmp_path / "run").metrics()
+    steps = [row["step"] for row in rows]
+    weighted = sum(row["train_loss"] * (b - a)
+                   for row, a, b in zip(rows[1:], steps, steps[1:], strict=False))
+    assert math.isclose(weighted / 200, train_figures["loss_mean"])
+
+
+def test_a_checkpoint_without_the_prequential_counters_resumes_and_says_from_when(tmp_path):
+    config = quick_config()
+    stopped_run(config, tmp_path / "run", stop_after=50)
+    path = tmp_path / "run" / "checkpoint.ckpt"
+    state = load_checkpoint(path, kind="run")
+    for key in ("loss_total", "loss_batches_total", "hits_total", "examples_total",
+                "totals_since"):
+        del state["progress"][key]  # as a version before they existed wrote it
+    save_checkpoint(path, state, kind="run")
+    summary = resume(tmp_path / "run", progress=False)
+    assert summary["status"] == "completed"
+    assert summary["train"]["since"] == 50 and summary["train"]["batches"] == 70

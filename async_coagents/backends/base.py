@@ -121,6 +121,9 @@ class CoordinatedBackend:
     def _staleness(self) -> list[tuple[float | None, int | None]]:
         return [agent.take_staleness() for agent in self.network.agents]
 
+    def _grad_variance(self) -> list[float | None]:
+        return [agent.take_grad_variance() for agent in self.network.agents]
+
     def _placement(self) -> list[dict]:
         return [{"name": agent.name, "node_id": "local"} for agent in self.network.agents]
 
@@ -151,6 +154,12 @@ class CoordinatedBackend:
         updates)."""
         self._settle()
         return self._staleness()
+
+    def take_grad_variance(self) -> list[float | None]:
+        """Per layer agent, its mean per-batch gradient variance since the previous call (None:
+        not recorded, or no batch since)."""
+        self._settle()
+        return self._grad_variance()
 
     def describe(self) -> dict:
         """Where the agents run."""

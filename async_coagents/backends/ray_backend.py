@@ -247,6 +247,9 @@ class LayerActor:
     def _name(self) -> str:
         return self.agent.name if self.agent is not None else "actor"
 
+    def take_grad_variance(self) -> float | None:
+        return self.agent.take_grad_variance()
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -970,6 +973,9 @@ class RayBackend(CoordinatedBackend):
 
     def _staleness(self) -> list[tuple[float | None, int | None]]:
         return self.transport.take_staleness()
+
+    def _grad_variance(self) -> list[float | None]:
+        return get([actor.take_grad_variance.remote() for actor in self.transport.flat_actors])
 
     def _pull(self) -> None:
         self.transport.drain()

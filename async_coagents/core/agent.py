@@ -70,6 +70,10 @@ class Agent(Protocol):
     def take_staleness(self) -> tuple[float | None, int | None]:
         """Mean and max staleness since the previous call (``None, None`` without updates)."""
 
+    def take_grad_variance(self) -> float | None:
+        """Mean per-batch trace of the covariance of the per-example gradient estimates since the
+        previous call (``None``: not recorded, or no batch since)."""
+
     def state_dict(self) -> dict:
         """Everything needed to continue bit-exactly, batches in flight included."""
 
@@ -294,6 +298,9 @@ class AgentBase:
 
     def take_staleness(self) -> tuple[float | None, int | None]:
         return self.stats.take_interval()
+
+    def take_grad_variance(self) -> float | None:
+        return None  # measured by the coagent layers that record it
 
     # ---- learning ---------------------------------------------------------------------------
     def _step(self) -> None:

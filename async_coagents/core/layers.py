@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from async_coagents.core.agent import AgentBase, PendingBatch, check_like
+from async_coagents.core.grad_variance import GradientVariance
 from async_coagents.core.metrics import LayerActivity
 from async_coagents.core.mlp import MLP
 from async_coagents.core.objectives import Classification, Regression
@@ -78,6 +79,17 @@ class CoagentLayer(AgentBase):
         self.subset_size, self.subset_every = subset_size, subset_every
         self.freeze_at = options.freeze_at
         self._mask: np.ndarray | None = None
+        self._grad_variance: GradientVariance | None = None
+
+    def record_grad_variance(self) -> None:
+        """Measure every batch's per-example gradient variance (:mod:`~async_coagents.core.
+        grad_variance`), reported by :meth:`take_grad_variance`; a policy that is not one affine
+        map (a partition group, §2.6) has no such measure and reports ``None``."""
+        if len(self.policy.sizes) == 2 and self._grad_variance is None:
+            self._grad_variance = GradientVariance()
+
+    def take_grad_variance(self) -> float | None:
+        return None if self._grad_variance is None else self._grad_variance.take()
 
     # ---- routing ------------------------------------------------------------------------------
     def listen_to(self, upper) -> None:
@@ -195,7 +207,10 @@ class CoagentLayer(AgentBase):
         rule = self.rule
         message = None if rule.message_after_step else rule.message(step)
         if not e.greedy:
-            self.policy.backward(e.cache, rule.policy_grad(step))  # dJ/dz of the rule (§3.0)
+            dz = rule.policy_grad(step)  # dJ/dz of the rule (§3.0)
+            self.policy.backward(e.cache, dz)
+            if self._grad_variance is not None:
+                self._grad_variance.record(e.x, dz, self.policy.grad)
             self._step()
             rule.after_step(step)
         if rule.message_after_step:
@@ -222,14 +237,19 @@ class CoagentLayer(AgentBase):
                        f"{self.name}: batch {sid} in flight: mask")
 
     def _extra_state(self) -> dict:
-        return {
+        state = {
             "rng": rng_state(self.rng),
             **self.rule.state_dict(),
             "subset_mask": None if self._mask is None else self._mask.copy(),
         }
+        if self._grad_variance is not None:  # only a run that records it saves it
+            state["grad_variance"] = self._grad_variance.state_dict()
+        return state
 
     def _load_extra_state(self, state: dict) -> None:
         set_rng_state(self.rng, state["rng"], f"{self.name} sampling stream")
+        if self._grad_variance is not None:
+            self._grad_variance.load_state_dict(state.get("grad_variance"))
         self.rule.load_state_dict(state, self.name)
         mask = state["subset_mask"]
         if mask is not None:

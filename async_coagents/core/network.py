@@ -67,6 +67,7 @@ class NetworkSpec:
     baseline_decay: float = default("baseline_decay")
     optimizer: str = default("optimizer")
     lr: float = default("lr")
+    layer_lr: tuple[float, ...] | None = default("layer_lr")
     rmsprop_beta: float = default("rmsprop_beta")
     adam_beta1: float = default("adam_beta1")
     adam_beta2: float = default("adam_beta2")
@@ -89,6 +90,8 @@ class NetworkSpec:
             object.__setattr__(self, "freeze_at", tuple(self.freeze_at))
         if not isinstance(self.update_every, int):
             object.__setattr__(self, "update_every", tuple(self.update_every))
+        if isinstance(self.layer_lr, list | tuple):  # () is the config's "unset"
+            object.__setattr__(self, "layer_lr", tuple(self.layer_lr) or None)
         self._validate()
 
     # ---- validation -------------------------------------------------------------------------
@@ -104,9 +107,13 @@ class NetworkSpec:
         if self.learner == "coagent":
             rule.check_network(self)
         make_objective(self.task, self.n_outputs, self.resolved_output, self.miss_reward)
-        if rule.sends_feedback and self.lr * self.critic_lr_ratio == math.inf:
+        if rule.sends_feedback and max(self.lrs()) * self.critic_lr_ratio == math.inf:
             raise ConfigError(f"the critics' learning rate lr x critic_lr_ratio ({self.lr!r} x "
                               f"{self.critic_lr_ratio!r}) is not finite")
+        if self.layer_lr is not None and len(self.layer_lr) != len(self.layer_plan()):
+            raise ConfigError(f"layer_lr needs one entry per layer agent "
+                              f"({len(self.layer_plan())}, bottom to top), got "
+                              f"{len(self.layer_lr)}")
         if self.reinforce_updates and not rule.reinforce_phase:
             raise ConfigError(
                 f"reinforce_updates applies only to the rules with a REINFORCE phase "
@@ -214,6 +221,14 @@ class NetworkSpec:
         plan.append((kind, [*sizes, self.n_outputs]))
         return plan
 
+    def lrs(self) -> tuple[float, ...]:
+        """The learning rates of the layer agents: ``layer_lr``, or ``lr`` for all."""
+        return self.layer_lr if self.layer_lr is not None else (self.lr,)
+
+    def lr_of(self, index: int) -> float:
+        """The learning rate of layer agent ``index`` of :meth:`layer_plan`."""
+        return self.layer_lr[index] if self.layer_lr is not None else self.lr
+
     def update_every_for(self, index: int) -> int:
         if isinstance(self.update_every, int):
             return self.update_every
@@ -250,6 +265,9 @@ class NetworkSpec:
 
     def pretraining_twin(self) -> NetworkSpec:
         """The backprop MLP of the same widths that pre-trains this network (§5.4)."""
+        if self.layer_lr is not None:
+            raise ConfigError("backprop pre-training (run.pretrain_updates) trains one network "
+                              "at one learning rate, network.lr: leave network.layer_lr empty")
         return replace(self, learner="backprop", activation="relu", partition=None, output=None,
                        rule="reinforce", freeze_at=None, subset=None, reinforce_updates=0,
                        update_every=1, units_per_agent=0)
@@ -304,6 +322,13 @@ class Network:
         for layer in self.layers:
             h = layer.act(h)
         return h
+
+    def record_grad_variance(self) -> None:
+        """Every coagent layer agent measures its per-example gradient variance from now on
+        (:meth:`CoagentLayer.record_grad_variance`); the others report ``None``."""
+        for agent in self.agents:
+            if isinstance(agent, CoagentLayer):
+                agent.record_grad_variance()
 
     def measure(self, x: np.ndarray) -> tuple[np.ndarray, list[LayerActivity]]:
         """Greedy prediction and each hidden layer's entropy and activity sums."""
@@ -364,7 +389,7 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
             net = MLP(sizes, activation, rng=init_rng, dtype=dtype)
             learner = Readout if len(sizes) == 2 else BackpropNetwork
             layers.append(learner(names[index], net, objective,
-                                  optimizer(net.params.size, spec.lr),
+                                  optimizer(net.params.size, spec.lr_of(index)),
                                   sampling_rng=sampling_rng, options=options))
             continue
         if kind == "gaussian-output":
@@ -379,13 +404,13 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
         net = MLP(sizes, activation, rng=init_rng, dtype=dtype)
         settings = RuleSettings(
             n_state=sizes[0], n_units=unit.width(sizes[-1] // unit.n_logits), dtype=dtype,
-            credits_below=index > 0, optimizer=optimizer, lr=spec.lr,
+            credits_below=index > 0, optimizer=optimizer, lr=spec.lr_of(index),
             baseline_decay=spec.baseline_decay, reinforce_updates=spec.reinforce_updates,
             critic_layers=spec.critic_layers, critic_units=spec.critic_units,
             critic_lr_ratio=spec.critic_lr_ratio,
             critic_rng=lambda index=index: seeding.generator(seed, "init", index, _CRITIC))
         layers.append(CoagentLayer(
-            names[index], net, unit, optimizer(net.params.size, spec.lr),
+            names[index], net, unit, optimizer(net.params.size, spec.lr_of(index)),
             sampling_rng=sampling_rng, rule=rule.build(settings), options=options))
     for lower, upper in itertools.pairwise(layers):  # routing follows from the rules (§3.6)
         if isinstance(lower, CoagentLayer):
@@ -399,7 +424,7 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
     input_baseline = None
     if rule.broadcasts_advantage:
         input_baseline = InputBaselineAgent(
-            StateBaseline(spec.n_inputs, optimizer(spec.n_inputs + 1, spec.lr), dtype),
+            StateBaseline(spec.n_inputs, optimizer(spec.n_inputs + 1, spec.lr_of(0)), dtype),
             spec.max_pending)
     return Network(spec, layers, objective, input_baseline)
 

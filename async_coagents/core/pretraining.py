@@ -33,8 +33,8 @@ def copy_pretrained(network: Network, twin: Network) -> None:
 
 def switch_to_sgd(network: Network, lr_divisor: float = 128.0) -> None:
     """Replace every layer's policy optimizer by plain SGD with ``lr / lr_divisor`` (§5.4)."""
-    lr = network.spec.lr / lr_divisor
-    for layer in network.layers:
+    for index, layer in enumerate(network.layers):
+        lr = network.spec.lr_of(index) / lr_divisor
         layer.set_optimizer(SGD(layer.net.params.size, lr, layer.dtype))
 
 

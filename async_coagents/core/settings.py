@@ -29,10 +29,13 @@ from async_coagents.core.rules import RULES
 from async_coagents.errors import ConfigError
 
 # Types a key may have: "int", "float" (an int is accepted), "str", "bool", "ints" (list of int),
-# "int|ints" (one int or a list of int, e.g. per-layer clock rates), "strs" (list of str).
+# "int|ints" (one int or a list of int, e.g. per-layer clock rates), "floats" (list of numbers),
+# "strs" (list of str).
 TYPE_NAMES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean",
               "ints": "list of integers", "int|ints": "integer or list of integers",
-              "strs": "list of strings"}
+              "floats": "list of numbers", "strs": "list of strings"}
+#: The types whose value is itself a list (a list of lists is then a sweep of them).
+LIST_VALUED = ("ints", "strs", "int|ints", "floats")
 #: Every integer of a config is stored in the run's checkpoints as a 64-bit msgpack int.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
@@ -60,7 +63,7 @@ class Setting:
 
     @property
     def is_list(self) -> bool:
-        return self.type in ("ints", "strs")
+        return self.type in ("ints", "strs", "floats")
 
     @property
     def allowed(self) -> tuple | None:
@@ -113,9 +116,9 @@ SETTINGS: dict[str, Setting] = {
     "miss_reward": Setting("float", -1.0, "categorical output: the reward of a wrong class (the "
                            "right one earns 1): -1 as in Chung's multiplexer, 0 as in Young's "
                            "bandit MNIST", minimum=-1e6, maximum=1.0, config="network.miss_reward"),
-    "rule": Setting("str", "baseline", "learning rule: reinforce, baseline, input-baseline, "
-                    "layer-baseline, ac, ac-offpolicy, or the §3.9 reconstructions ac-mc, "
-                    "ac-reinforce, ac-offpolicy-reinforce", choices=_rule_names,
+    "rule": Setting("str", "baseline", "learning rule, a registered one (the README's rule "
+                    "table: REINFORCE and its baselines, the critics, weight-max, hnca...)",
+                    choices=_rule_names,
                     config="network.rule"),
     "baseline_decay": Setting("float", 0.99, "decay of the EMA baseline (§3.2)",
                               **_UNIT_INTERVAL, config="network.baseline_decay"),
@@ -123,6 +126,10 @@ SETTINGS: dict[str, Setting] = {
                          choices=("sgd", "rmsprop", "adam"), config="network.optimizer"),
     "lr": Setting("float", 2.0 ** -11, "learning rate of every layer", exclusive_minimum=0,
                   config="network.lr"),
+    "layer_lr": Setting("floats", None, "one learning rate per layer agent, bottom to top, in "
+                        "place of lr (Chung's multiplexer: [0.01, 0.001, 0.0001]); a layer's "
+                        "critic and baselines learn at its rate; empty = lr everywhere",
+                        exclusive_minimum=0, config="network.layer_lr", unset=[]),
     "rmsprop_beta": Setting("float", 0.99, "RMSprop smoothing constant", **_UNIT_INTERVAL,
                             config="network.rmsprop_beta"),
     "adam_beta1": Setting("float", 0.9, "Adam beta1", **_UNIT_INTERVAL,
@@ -212,6 +219,15 @@ def check_value(where: str, setting: Setting, value: Any) -> Any:
                 raise ConfigError(f"{where}[{i}] must be an integer, got {short(item)}")
             _check_range(f"{where}[{i}]", setting, item)
         return list(value)
+    if setting.type == "floats":
+        if setting.unset is not None and value == setting.unset:
+            return list(value)
+        if not is_sequence:
+            raise ConfigError(f"{where} must be a {expected}, got {short(value)}")
+        if not value:
+            raise ConfigError(f"{where} must be a non-empty {expected}")
+        return [check_value(f"{where}[{i}]", Setting("float", None, "", **_bounds(setting)), item)
+                for i, item in enumerate(value)]
     if setting.type == "strs":
         if not is_sequence or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a {expected}, got {short(value)}")
@@ -247,6 +263,11 @@ def check_value(where: str, setting: Setting, value: Any) -> Any:
         raise ConfigError(f"{where} must be one of {shown}, got {value!r}")
     _check_range(where, setting, value)
     return value
+
+
+def _bounds(setting: Setting) -> dict:
+    return {key: getattr(setting, key) for key in ("minimum", "exclusive_minimum", "maximum",
+                                                   "exclusive_maximum")}
 
 
 def _check_range(where: str, setting: Setting, value: Any) -> None:

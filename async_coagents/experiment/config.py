@@ -2,9 +2,10 @@
 sweeps (list values form a Cartesian product), ``--set key=value`` overrides and the built-in
 named configs shipped inside the package.
 
-A config has top-level ``name`` and ``description`` and four sections: ``[network]`` (what to build
+A config has top-level ``name`` and ``description`` and five sections: ``[network]`` (what to build
 and how it learns), ``[data]`` (dataset and stream), ``[run]`` (length, evaluation, seed,
-checkpoints) and ``[backend]`` (where and how asynchronously the agents run). :data:`SCHEMA` holds
+checkpoints), ``[backend]`` (where and how asynchronously the agents run) and ``[sweep]`` (where
+the members of a sweep run: it changes no run's numbers, and cannot itself be swept). :data:`SCHEMA` holds
 the defaults, types and the documentation printed by ``coagents configs --schema``; its network
 keys (and ``backend.update_every``, ``backend.units_per_actor``) are derived from the one table of
 network settings, ``core.settings.SETTINGS``, and checked by its ``check_value``.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from async_coagents.core.settings import (
+    LIST_VALUED,
     SETTINGS,
     TYPE_NAMES,
     Setting,
@@ -107,6 +109,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "seed": Key("int", 0, "seed of every random stream (data, init, sampling)", minimum=0),
         "checkpoint_every": Key("int", 0, "updates between checkpoints; 0 = at every evaluation",
                                 minimum=0),
+        "record_grad_variance": Key("bool", False, "record grad_variance in metrics.jsonl: per "
+                                    "layer agent, the trace of the covariance of its per-example "
+                                    "gradient estimates, mean over the batches since the last "
+                                    "evaluation (None for a partition group or a read-out)"),
         "pretrain_updates": Key("int", 0, "backprop pre-training updates, then copy and SGD with "
                                 "lr/128 (§5.4)", minimum=0),
         "diverge_factor": Key("float", 1000.0, "the run stops as diverged at a training loss that "
@@ -140,12 +146,33 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "checkpoint_dir": Key("str", "", "ray: where layer actors save (shared storage on a "
                               "cluster); empty = <run directory>/agents"),
     },
+    "sweep": {
+        "executor": Key("str", "local", "where a sweep's members run: local (in this process, one "
+                        "after another; local processes when jobs > 1), processes (local worker "
+                        "processes) or ray (Ray tasks on the cluster at sweep.address; the sweep "
+                        "directory must be on storage every node sees)",
+                        choices=("local", "processes", "ray")),
+        "jobs": Key("int", 0, "members run at once (coagents train --jobs N; local with N > 1 "
+                    "runs local processes); 0 = the executor's own: local one at a time, processes "
+                    "one per CPU of this machine, ray as many as the cluster's CPUs hold",
+                    minimum=0),
+        "cpus_per_member": Key("float", 1.0, "ray: the CPUs Ray reserves for each member's task",
+                               exclusive_minimum=0),
+        "max_retries": Key("int", 2, "processes and ray: times a member whose worker died (killed, "
+                           "out of memory, its node removed) is resumed from its own last "
+                           "checkpoint before it is marked failed", minimum=0),
+        "address": Key("str", "", "ray: the cluster the members run on; empty = a private local "
+                       "Ray instance"),
+    },
 }
 TOP_LEVEL = {"name": Key("str", "experiment", "name of the experiment, one path component: letters, "
                          "digits, '.', '_' and '-', starting with a letter or digit, at most 100 "
                          "characters (run directories are named after it)"),
              "description": Key("str", "", "one line saying what the experiment shows")}
 SECTIONS = tuple(SCHEMA)
+#: Sections that say where runs execute, never what they compute: not sweep axes, and not part of
+#: what makes two runs (or a run and its checkpoint) the same experiment.
+EXECUTION_SECTIONS = ("sweep",)
 #: A run name is one safe path component (it names directories under runs/ and sweep members).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 #: The most runs one sweep may expand to (the product of its axes is checked before expanding).
@@ -268,6 +295,10 @@ def expand_sweep(raw: dict, origin: str = "config") -> list[tuple[dict, dict]]:
             if spec is None:
                 continue  # reported by validate()
             if _is_sweep(spec, value):
+                if section in EXECUTION_SECTIONS:
+                    raise ConfigError(f"{origin}: {section}.{key} is a list, but [{section}] says "
+                                      "how a sweep runs, not what it runs: it cannot be a sweep "
+                                      "axis")
                 _check_axis(f"{origin}: {section}.{key}", spec, value)
                 axes.append((f"{section}.{key}", value))
     if not axes:
@@ -303,7 +334,7 @@ def check_tables(raw: Any, origin: str) -> None:
 def _is_sweep(spec: Key, value: Any) -> bool:
     if not isinstance(value, list):
         return False
-    if spec.type in ("ints", "strs", "int|ints"):  # a list is the value; a list of lists a sweep
+    if spec.type in LIST_VALUED:  # a list is the value; a list of lists a sweep
         return bool(value) and all(isinstance(v, list) for v in value)
     return True
 
@@ -313,7 +344,7 @@ def _check_axis(where: str, spec: Key, values: list) -> None:
     if not values:
         raise ConfigError(f"{where}: an empty list is not a sweep")
     for i, value in enumerate(values):
-        items = value if spec.type in ("ints", "strs", "int|ints") else [value]
+        items = value if spec.type in LIST_VALUED else [value]
         if any(isinstance(item, list | dict) for item in items):
             raise ConfigError(f"{where}: sweep value [{i}] is {short(value)}; a sweep lists "
                               f"single values of the key ({TYPE_NAMES[spec.type]}), not "
@@ -407,6 +438,10 @@ def _check_combinations(config: dict, origin: str) -> None:
                           "data.segments x data.batch / 100 points, and "
                           f"{data['means']} x {data['segments']} x {data['batch']} / 100 is less "
                           "than one: make the product at least 100")
+    sweep = config["sweep"]
+    if sweep["address"] and sweep["executor"] != "ray":
+        raise ConfigError(f"{origin}: sweep.address ({sweep['address']!r}) is for the Ray "
+                          f"executor, and sweep.executor is {sweep['executor']!r}")
     if backend["units_per_actor"] and run["pretrain_updates"]:
         raise ConfigError(f"{origin}: backend.units_per_actor cannot be combined with "
                           "run.pretrain_updates (pre-training copies whole layers)")

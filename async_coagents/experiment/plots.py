@@ -1,6 +1,7 @@
 """The PNG figures of run directories, drawn from their loaded and grouped results
-(:mod:`async_coagents.experiment.results`): learning curves, per-layer entropy and sparsity,
-staleness (the paper's analysis scripts, ``paper_method.md`` §4.3, §4.4, §7).
+(:mod:`async_coagents.experiment.results`): learning curves, per-layer entropy and sparsity
+(the paper's analysis scripts, ``paper_method.md`` §4.3, §4.4, §7), staleness and gradient
+variance.
 
 Runs that cannot be drawn together (the plotted metric is missing from a run, seeds of one
 configuration with different layer counts) raise :class:`~async_coagents.errors.DataError`; bad
@@ -53,14 +54,14 @@ logger = logging.getLogger(__name__)
 # -------------------------------------------------------------------------------------- figures
 
 
-FIGURES = ("learning_curves.png", "entropy_sparsity.png", "staleness.png")
+FIGURES = ("learning_curves.png", "entropy_sparsity.png", "staleness.png", "grad_variance.png")
 
 
 @dataclass(frozen=True)
 class _LayerSpec:
-    """What one per-layer figure draws: ``columns[0]`` solid and ``columns[1]`` dotted."""
+    """What one per-layer figure draws: ``columns[0]`` solid and ``columns[1]`` (if any) dotted."""
 
-    columns: tuple[str, str]
+    columns: tuple[str, str | None]
     title: str
     ylabel: str
     layer: str  # legend name of agent i: f"{layer} {i}"
@@ -68,6 +69,7 @@ class _LayerSpec:
     empty: str  # panel text when a configuration recorded nothing
     skipped: str  # log text when no run recorded anything
     output_last: bool = False  # the last entry of each list is the output agent
+    log: bool = False  # a logarithmic y axis
 
 
 _ENTROPY = _LayerSpec(("entropy", "sparsity"), "Per-layer entropy (solid) and sparsity (dotted)",
@@ -79,7 +81,13 @@ _STALENESS = _LayerSpec(("staleness_mean", "staleness_max"),
                         "staleness (parameter updates between forward and update)", "layer agent",
                         ("mean staleness", "max staleness"), "no staleness recorded",
                         "no run recorded a staleness_mean value", output_last=True)
-_LAYER_FIGURES = {"entropy_sparsity.png": _ENTROPY, "staleness.png": _STALENESS}
+_GRAD_VARIANCE = _LayerSpec(("grad_variance", None),
+                            "Gradient variance per layer agent (run.record_grad_variance)",
+                            "trace of the covariance of the per-example gradient estimates",
+                            "layer agent", ("gradient variance", ""), "no gradient variance recorded",
+                            "no run recorded a grad_variance value", output_last=True, log=True)
+_LAYER_FIGURES = {"entropy_sparsity.png": _ENTROPY, "staleness.png": _STALENESS,
+                  "grad_variance.png": _GRAD_VARIANCE}
 
 
 def plot_runs(run_dirs: Sequence[str | PathLike[str]], out: str | PathLike[str], *,
@@ -93,6 +101,8 @@ def plot_runs(run_dirs: Sequence[str | PathLike[str]], out: str | PathLike[str],
       configuration; not drawn if no run has stochastic hidden layers.
     * ``staleness.png``: per-layer-agent mean staleness (solid) and max (dotted), drawn only if runs
       recorded it.
+    * ``grad_variance.png``: per-layer-agent gradient variance (``run.record_grad_variance``) on a
+      log scale, drawn only if runs recorded it.
 
     ``smooth`` is the EMA factor applied to every seed before averaging (0 = none, the paper used
     0.9 and 0.99); ``x`` is ``step``, ``samples`` or ``wall_s``. Missing values (``null``) are gaps.
@@ -391,7 +401,8 @@ def _layer_figure(groups: list[Group], spec: _LayerSpec, smooth: float, x: str) 
         if solid is None or not np.isfinite(solid.mean).any():
             ax.text(0.5, 0.5, spec.empty, ha="center", va="center", transform=ax.transAxes, color="0.4")
             continue
-        dotted = group.curve(dotted_col, smooth=smooth, x=x) if group.has(dotted_col) else None
+        dotted = (group.curve(dotted_col, smooth=smooth, x=x)
+                  if dotted_col is not None and group.has(dotted_col) else None)
         lines = _Lines(ax)
         agents = solid.mean.shape[1]
         for i in range(agents):
@@ -400,6 +411,8 @@ def _layer_figure(groups: list[Group], spec: _LayerSpec, smooth: float, x: str) 
             if dotted is not None and i < dotted.mean.shape[1]:
                 lines.add(_layer(dotted, i), colour, ":")
         lines.draw()
+        if spec.log:
+            ax.set_yscale("log")
         repeats += lines.repeats
     for ax in axes[len(groups):]:
         ax.set_visible(False)
@@ -411,8 +424,9 @@ def _layer_figure(groups: list[Group], spec: _LayerSpec, smooth: float, x: str) 
             ax.set_ylabel(textwrap.fill(spec.ylabel, 40), fontsize="small")
     handles = [Line2D([], [], color=colours[_layer_colour(i, most, most, spec)], label=name)
                for i, name in enumerate(_layer_names(spec, most))]
-    handles += [Line2D([], [], color="0.2", label=spec.styles[0]),
-                Line2D([], [], color="0.2", linestyle=":", label=spec.styles[1])]
+    if dotted_col is not None:
+        handles += [Line2D([], [], color="0.2", label=spec.styles[0]),
+                    Line2D([], [], color="0.2", linestyle=":", label=spec.styles[1])]
     if repeats:
         handles.append(_marker_key())
     fig.suptitle(textwrap.fill(f"{spec.title} — {_note(groups, smooth, 'panel')}", 52 * ncols))

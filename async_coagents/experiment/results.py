@@ -1,7 +1,9 @@
 """Results of run directories, loaded and grouped: the evaluations of ``metrics.jsonl`` as numeric
-columns, runs labelled by their configuration, seeds of one configuration grouped at their common
-steps, and the mean and standard error over seeds (``paper_method.md`` §7). Figures
-(:mod:`async_coagents.experiment.plots`) and tables are drawn from these objects.
+columns, run directories found below sweep directories, runs labelled by their configuration,
+seeds of one configuration grouped at their common steps, and per group the mean and standard error
+over seeds of a curve, of a final value and of the area under a curve (``paper_method.md`` §7).
+Figures (:mod:`async_coagents.experiment.plots`) and tables
+(:mod:`async_coagents.experiment.tables`) are drawn from these objects.
 
 Errors: a path that is not a readable run directory (missing ``config.json`` / ``metrics.jsonl``,
 unparsable JSON, an empty metrics file) and seeds that cannot be grouped raise
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from async_coagents.errors import CheckpointError, ConfigError, DataError
-from async_coagents.experiment.rundir import METRICS, RunDirectory
+from async_coagents.experiment.config import EXECUTION_SECTIONS
+from async_coagents.experiment.rundir import CONFIG, METRICS, RunDirectory
 
 __all__ = [
     "METRICS_FILE",
@@ -35,13 +39,16 @@ __all__ = [
     "RunResults",
     "default_metric",
     "ema",
+    "find_run_dirs",
     "group_runs",
     "load_runs",
+    "mean_se",
+    "runs_by_task",
 ]
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = CONFIG
 METRICS_FILE = METRICS
 SEED_KEYS = ("run.seed", "run.out")  # flattened config keys that do not change the configuration
 X_AXES = {
@@ -117,6 +124,46 @@ def load_runs(run_dirs: Sequence[str | PathLike[str]]) -> list[RunResults]:
         RunResults(directory=d, config=config, label=labels[key], seed=_seed(config), metrics=metrics)
         for (d, config, metrics), key in zip(loaded, keys, strict=True)
     ]
+
+
+def find_run_dirs(paths: Sequence[str | PathLike[str]]) -> list[Path]:
+    """The run directories in ``paths``: each path that is a run directory (it holds
+    ``config.json`` and ``metrics.jsonl``), and every run directory below the others (a sweep
+    directory, a directory of sweeps), in name order; hidden directories are not searched.
+
+    Raises :class:`DataError` for a path that does not exist or is not a directory, and for one
+    that holds no run directory.
+    """
+    found: dict[Path, None] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"{str(path)!r} does not exist")
+        if not path.is_dir():
+            raise DataError(f"{str(path)!r} is not a directory (give run or sweep directories)")
+        hits = [path] if _is_run_dir(path) else _run_dirs_below(path)
+        if not hits:
+            raise DataError(f"no run directory in {str(path)!r} (a run directory holds "
+                            f"{CONFIG_FILE} and {METRICS_FILE}; a sweep directory holds run "
+                            "directories)")
+        found.update(dict.fromkeys(hits))
+    return list(found)
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and (path / METRICS_FILE).is_file()
+
+
+def _run_dirs_below(root: Path) -> list[Path]:
+    found = []
+    for where, subdirs, _ in os.walk(root):
+        here = Path(where)
+        if here != root and _is_run_dir(here):
+            found.append(here)
+            subdirs.clear()  # nothing of interest inside a run (plots, agents)
+            continue
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+    return found
 
 
 def _load_one(directory: Path) -> tuple[Path, dict[str, Any], dict[str, np.ndarray]]:
@@ -208,12 +255,18 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
+def configuration(config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened keys of ``config`` that make its configuration: all but the seed and the
+    sections that say where a run executes (``[sweep]``)."""
+    return {k: v for k, v in _flatten(config).items()
+            if k not in SEED_KEYS and k.split(".")[0] not in EXECUTION_SECTIONS}
+
+
 def _config_key(config: dict[str, Any]) -> str:
-    flat = {k: v for k, v in _flatten(config).items() if k not in SEED_KEYS}
-    return json.dumps(flat, sort_keys=True, default=str)
+    return json.dumps(configuration(config), sort_keys=True, default=str)
 
 
-def _format_value(value: Any) -> str:
+def format_value(value: Any) -> str:
     if value is _UNSET:
         return _UNSET
     if isinstance(value, str):
@@ -229,7 +282,7 @@ def _labels(configs: list[dict[str, Any]], keys: list[str], dirs: list[Path]) ->
         if key not in first:
             name = config.get("name")
             name = name if isinstance(name, str) and name else directory.name
-            flat = {k: v for k, v in _flatten(config).items() if k not in SEED_KEYS and k != "name"}
+            flat = {k: v for k, v in configuration(config).items() if k != "name"}
             first[key] = (name, flat)
     by_name: dict[str, list[str]] = {}
     for key, (name, _) in first.items():
@@ -244,9 +297,9 @@ def _labels(configs: list[dict[str, Any]], keys: list[str], dirs: list[Path]) ->
         for flat in flats:
             all_keys.update(dict.fromkeys(flat))
         differing = [k for k in all_keys
-                     if len({_format_value(f.get(k, _UNSET)) for f in flats}) > 1]
+                     if len({format_value(f.get(k, _UNSET)) for f in flats}) > 1]
         for key, flat in zip(group_keys, flats, strict=True):
-            parts = ", ".join(f"{k}={_format_value(flat.get(k, _UNSET))}" for k in differing)
+            parts = ", ".join(f"{k}={format_value(flat.get(k, _UNSET))}" for k in differing)
             labels[key] = f"{name} ({parts})"
     return labels
 
@@ -319,6 +372,27 @@ class Group:
                                         for r, row in zip(self.runs, rows, strict=True)))
         return np.stack(rows)
 
+    def final(self, column: str) -> np.ndarray:
+        """Each seed's ``column`` at the last step common to all seeds, ``(n,)``."""
+        return self.values(column)[:, -1]
+
+    def auc(self, column: str, x: str = "step") -> np.ndarray:
+        """Each seed's area under the curve of ``column`` against ``x`` (``step``, or that seed's
+        own ``samples`` / ``wall_s``) over the common steps, by the trapezoid rule, divided by
+        the x range: the curve's mean value, ``(n,)``. Evaluations where the value is not finite
+        (``train_loss`` before the first batch) are left out; a seed with fewer than two left is
+        NaN."""
+        values = self.values(column)
+        xs = (np.broadcast_to(self.steps.astype(np.float64), values.shape) if x == "step"
+              else self.values(x))
+        areas = np.full(self.n, np.nan)
+        for i, (y, t) in enumerate(zip(values, xs, strict=True)):
+            ok = np.isfinite(y) & np.isfinite(t)
+            y, t = y[ok], t[ok]
+            if len(y) >= 2 and t[-1] > t[0]:
+                areas[i] = float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(t))) / (t[-1] - t[0])
+        return areas
+
     def curve(self, column: str, *, smooth: float = 0.0, x: str = "step") -> Curve:
         """Mean and standard error over seeds of ``column`` against ``x`` (``step``, or the mean
         over seeds of ``samples`` / ``wall_s`` at each common step)."""
@@ -333,6 +407,20 @@ def _positions(steps: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Index in ``steps`` of each of ``wanted`` (the last one, if a step was logged twice)."""
     index = {int(s): i for i, s in enumerate(steps)}
     return np.array([index[int(s)] for s in wanted], dtype=np.intp)
+
+
+def mean_se(values: np.ndarray) -> tuple[float, float | None]:
+    """Mean over seeds of ``values (n,)`` and its standard error (sample std with ddof=1 over
+    sqrt(n)); the error is None for one seed.
+
+    >>> mean_se(np.array([0.0, 2.0, 4.0, 6.0]))  # std sqrt(20 / 3), over sqrt(4)
+    (3.0, 1.2909944487358056)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, None
+    return mean, float(values.std(ddof=1) / math.sqrt(len(values)))
 
 
 def group_runs(runs: Sequence[RunResults]) -> list[Group]:
@@ -367,23 +455,32 @@ def group_runs(runs: Sequence[RunResults]) -> list[Group]:
     return groups
 
 
+def runs_by_task(runs: Sequence[RunResults]) -> dict[str, list[str]]:
+    """The directories of ``runs`` by task (``classification``, ``regression``, or neither)."""
+    by_task: dict[str, list[str]] = {}
+    for r in runs:
+        by_task.setdefault(r.task or "neither test_accuracy nor test_mse", []).append(
+            str(r.directory))
+    return by_task
+
+
+def describe_tasks(by_task: dict[str, list[str]]) -> str:
+    """``classification: a, b; regression: c`` (see :func:`runs_by_task`)."""
+    return "; ".join(f"{task}: {', '.join(dirs)}" for task, dirs in by_task.items())
+
+
 def default_metric(runs: Sequence[RunResults], metric: str | None = None) -> str:
     """The learning-curve metric: ``metric`` if given, else ``test_accuracy`` (classification) or
     ``test_mse`` (regression). Raises :class:`DataError` when a run lacks it, naming the runs."""
     if metric is None:
-        tasks = {r.task for r in runs}
-        if tasks == {"classification"}:
+        by_task = runs_by_task(runs)
+        if list(by_task) == ["classification"]:
             metric = "test_accuracy"
-        elif tasks == {"regression"}:
+        elif list(by_task) == ["regression"]:
             metric = "test_mse"
         else:
-            by_task: dict[str, list[str]] = {}
-            for r in runs:
-                task = r.task or "neither test_accuracy nor test_mse"
-                by_task.setdefault(task, []).append(str(r.directory))
-            kinds = "; ".join(f"{task}: {', '.join(dirs)}" for task, dirs in by_task.items())
-            raise DataError(f"runs do not share a task ({kinds}); pass metric= naming a column "
-                            "present in every run")
+            raise DataError(f"runs do not share a task ({describe_tasks(by_task)}); pass metric= "
+                            "naming a column present in every run")
     missing = [str(r.directory) for r in runs if metric not in r.metrics]
     if missing:
         raise DataError(f"metric {metric!r} is missing from the {METRICS_FILE} of: {', '.join(missing)}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,8 @@ from async_coagents.experiment.signals import StopRequest
 from async_coagents.experiment.workload import Workload, build_workload, network_spec
 
 log = logging.getLogger(__name__)
+#: Counters a checkpoint of an earlier version may lack (it then resumes with their defaults).
+SINCE_WAVE_3 = {"may_be_missing": True}
 
 
 @dataclass
@@ -50,6 +52,14 @@ class Counters:
     interval_samples: int = 0
     interval_train_s: float = 0.0
     switched: bool = False  # backprop pre-training done (§5.4)
+    # The whole run's prequential (test-then-train) figures: every batch's loss and hits as it
+    # was predicted, before the network learnt from it. Added after wave 2: a checkpoint written
+    # before then resumes with them counting from the resume (the summary says so).
+    loss_total: float = field(default=0.0, metadata=SINCE_WAVE_3)
+    loss_batches_total: int = field(default=0, metadata=SINCE_WAVE_3)
+    hits_total: int = field(default=0, metadata=SINCE_WAVE_3)
+    examples_total: int = field(default=0, metadata=SINCE_WAVE_3)
+    totals_since: int = field(default=0, metadata=SINCE_WAVE_3)  # the update they count from
 
 
 class Run:
@@ -68,6 +78,9 @@ class Run:
             self.spec = network_spec(config, self.workload)
             seed = config["run"]["seed"]
             self.network: Network = build_network(self.spec, seed)
+            self.record_grad_variance = config["run"]["record_grad_variance"]
+            if self.record_grad_variance:
+                self.network.record_grad_variance()  # before the agents go where they run
         self.pretrain_updates = config["run"]["pretrain_updates"]
         if self.pretrain_updates >= self.workload.updates:
             raise ConfigError(f"run.pretrain_updates ({self.pretrain_updates}) must be smaller "
@@ -180,6 +193,11 @@ class Run:
             s.loss_sum += batch.loss
             s.loss_batches += 1
             s.completed += 1
+            s.loss_total += batch.loss
+            s.loss_batches_total += 1
+            if batch.hits is not None:
+                s.hits_total += batch.hits
+                s.examples_total += batch.size
 
     def _checkpoint_due(self) -> bool:
         s, w = self.state, self.workload
@@ -193,8 +211,12 @@ class Run:
                "train_loss": s.loss_sum / s.loss_batches if s.loss_batches else None}
         if self.pretraining is not None:
             row["phase"] = phase.name
+        measured: dict[tuple[int, int], dict] = {}  # a split that is another's arrays is evaluated once
         for split_name, split in self.workload.eval_sets.items():
-            for key, value in phase.evaluate(split.x, split.y).items():
+            key_of_split = id(split.x), id(split.y)
+            if key_of_split not in measured:
+                measured[key_of_split] = phase.evaluate(split.x, split.y)
+            for key, value in measured[key_of_split].items():
                 if key in LAYER_METRICS:
                     if split_name == "test":
                         row[key] = value
@@ -204,6 +226,8 @@ class Run:
             staleness = self.backend.take_staleness()
             row["staleness_mean"] = [mean for mean, _ in staleness]
             row["staleness_max"] = [peak for _, peak in staleness]
+            if self.record_grad_variance:
+                row["grad_variance"] = self.backend.take_grad_variance()
         row["samples_per_s"] = s.interval_samples / s.interval_train_s if s.interval_train_s else None
         s.loss_sum, s.loss_batches, s.interval_samples, s.interval_train_s = 0.0, 0, 0, 0.0
         self.directory.append_metrics(row)
@@ -224,7 +248,8 @@ class Run:
             "wall_s": round(s.wall_s, 3), "train_s": round(s.train_s, 3),
             "samples_per_s": s.samples / s.train_s if s.train_s else None,
             "updates_per_s": s.updates / s.train_s if s.train_s else None,
-            "final": {k: v for k, v in final.items() if k not in ("staleness_mean", "staleness_max")},
+            "final": {k: v for k, v in final.items() if k not in _INTERVAL_LISTS},
+            "train": prequential(s),
             "accounting": accounting(s, self.pretrain_updates, self.backend.layer_stats()),
             "backend": described.pop("backend"), **described,
         }
@@ -244,6 +269,8 @@ class Run:
         directory = self.directory
         state = read_run_checkpoint(directory, self.config, self.workload)
         self.state = Counters(**state["progress"])
+        if "loss_batches_total" not in state["progress"]:  # written before the run counted them
+            self.state.totals_since = self.state.updates
         with directory.restoring():
             self.workload.stream.restore(state["stream"])
             self.backend.load_state_dict(state["backend"])
@@ -254,6 +281,23 @@ class Run:
         if self.pretraining is not None:
             self.pretraining.close()
         self.backend.close()
+
+
+#: Per-agent lists of a metrics row that describe the interval since the previous row, not the
+#: network at the row: left out of the summary's final metrics.
+_INTERVAL_LISTS = ("staleness_mean", "staleness_max", "grad_variance")
+
+
+def prequential(progress: Counters) -> dict:
+    """The run's test-then-train figures: the mean training loss of every batch and, for
+    classification, the fraction of training examples the network got right as it predicted
+    them, before learning from them (``since``: the update they count from, 0 unless the run
+    resumed from a checkpoint of a version that did not count them)."""
+    s = progress
+    return {"batches": s.loss_batches_total,
+            "loss_mean": s.loss_total / s.loss_batches_total if s.loss_batches_total else None,
+            "accuracy": s.hits_total / s.examples_total if s.examples_total else None,
+            "since": s.totals_since}
 
 
 def accounting(progress: Counters, pretrain_updates: int, reports: list[dict]) -> dict:

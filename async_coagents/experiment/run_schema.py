@@ -128,13 +128,16 @@ def pair(first: Check, second: Check) -> Check:
     return check_pair
 
 
-def table(entries: dict[str, Check]) -> Check:
-    """A table with exactly these entries."""
+def table(entries: dict[str, Check], may_be_missing: frozenset | set = frozenset()) -> Check:
+    """A table with exactly these entries (those of ``may_be_missing`` may be absent: entries
+    added after checkpoints of an earlier version were written)."""
     def check_table(value: object, where: str) -> None:
         if type(value) is not dict:
             raise _Invalid(where, f"must be a table, got {_short(value)}")
         for key, check in entries.items():
             if key not in value:
+                if key in may_be_missing:
+                    continue
                 raise _Invalid(f"{where}.{key}", "is missing")
             check(value[key], f"{where}.{key}")
         extra = [key for key in value if key not in entries]
@@ -143,9 +146,13 @@ def table(entries: dict[str, Check]) -> Check:
     return check_table
 
 
-def tagged(tag: str, variants: dict[str, dict[str, Check]]) -> Check:
-    """A table whose ``tag`` entry says which of ``variants`` it is."""
-    checks = {name: table({tag: text, **entries}) for name, entries in variants.items()}
+def tagged(tag: str, variants: dict[str, dict[str, Check]],
+           may_be_missing: dict[str, set[str]] | None = None) -> Check:
+    """A table whose ``tag`` entry says which of ``variants`` it is (``may_be_missing``: per
+    variant, the entries that may be absent, as for :func:`table`)."""
+    missing = may_be_missing or {}
+    checks = {name: table({tag: text, **entries}, missing.get(name, frozenset()))
+              for name, entries in variants.items()}
 
     def check_tagged(value: object, where: str) -> None:
         if type(value) is not dict:
@@ -171,7 +178,8 @@ def dataclass_table(cls: type, **extra: Check) -> Check:
         base, _, rest = name.partition(" | ")
         check = _TYPES.get(base, anything)
         entries[f.name] = optional(check) if rest == "None" else check
-    return table({**entries, **extra})
+    may_be_missing = {f.name for f in fields(cls) if f.metadata.get("may_be_missing")}
+    return table({**entries, **extra}, may_be_missing)
 
 
 # ---- the run checkpoint -----------------------------------------------------------------------
@@ -207,14 +215,18 @@ _LAYER = {
 }
 _COAGENT = {**_LAYER, "rng": _RNG, "baseline": _BASELINE,
             "critic": optional(table({"params": _VECTOR, "optimizer": _OPTIMIZER})),
-            "subset_mask": optional(array("b", ndim=1))}
+            "subset_mask": optional(array("b", ndim=1)),
+            "grad_variance": table({"total": number, "batches": count})}
+#: Entries of a coagent layer's state that only some runs write.
+_COAGENT_MAY_BE_MISSING = {"grad_variance"}  # run.record_grad_variance only
 _NETWORK = table({
     "spec": table_of_anything,
     "layers": list_of(tagged("kind", {
         "coagent": _COAGENT,
         "readout": {**_LAYER, "rng": optional(_RNG)},
-        "grouped": {"name": text, "groups": list_of(tagged("kind", {"coagent": _COAGENT}))},
-    })),
+        "grouped": {"name": text, "groups": list_of(tagged(
+            "kind", {"coagent": _COAGENT}, {"coagent": _COAGENT_MAY_BE_MISSING}))},
+    }, {"coagent": _COAGENT_MAY_BE_MISSING})),
     "input_baseline": optional(tagged("kind", {"input-baseline": _LAYER})),
 })
 _STREAM_POSITION = table({"stream": text, "next_sid": count, "fingerprint": integer})

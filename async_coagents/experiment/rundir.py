@@ -16,13 +16,14 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from async_coagents.checkpoint import load_checkpoint
 from async_coagents.errors import CheckpointError, ConfigError, DataError
-from async_coagents.experiment.config import validate
+from async_coagents.experiment.config import EXECUTION_SECTIONS, validate
 from async_coagents.experiment.run_schema import check_run_state
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.json", "metrics.jsonl", "summary.json", "checkpoint.ckpt"
@@ -36,9 +37,10 @@ log = logging.getLogger(__name__)
 
 
 def experiment(config: dict) -> dict:
-    """What a checkpoint must match: the config without where it runs (``backend.address``) and
-    when it counts as diverged (``run.diverge_factor``: it changes no number)."""
-    return {**config,
+    """What a checkpoint must match: the config without where it runs (``backend.address``, the
+    ``[sweep]`` section) and when it counts as diverged (``run.diverge_factor``): none changes a
+    number."""
+    return {**{k: v for k, v in config.items() if k not in EXECUTION_SECTIONS},
             "run": {k: v for k, v in config.get("run", {}).items() if k != "diverge_factor"},
             "backend": {k: v for k, v in config.get("backend", {}).items() if k != "address"}}
 
@@ -204,6 +206,28 @@ class RunDirectory:
                     os.ftruncate(fd, 0)
         finally:
             os.close(fd)  # releases the lock
+
+    def wait_unlocked(self, timeout_s: float, poll_s: float = 0.1) -> bool:
+        """Wait up to ``timeout_s`` for no process to hold the run's lock (the worker of an earlier
+        attempt that is still exiting); True when it is free. Creates nothing."""
+        path = self.path / LOCK
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:  # no lock file (or none to open): nobody holds it
+                return True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    return True  # cannot tell: lock() itself reports the problem
+            finally:
+                os.close(fd)  # releases it
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_s)
 
     # ---- reading and writing ----------------------------------------------------------------
     def config(self) -> dict:

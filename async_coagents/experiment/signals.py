@@ -13,17 +13,24 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class StopRequest:
     """The flag; ``with request.trapped():`` installs the handlers for the duration of a loop and
-    puts the previous ones back (outside the main thread, signals are left alone)."""
+    puts the previous ones back (outside the main thread, signals are left alone).
 
-    def __init__(self) -> None:
+    ``signals`` counts the signals received. With ``escalate=False`` a second signal raises
+    nothing: the loop reads ``signals`` and decides (a parallel sweep forwards each one to its
+    members)."""
+
+    def __init__(self, *, escalate: bool = True) -> None:
         self.requested = False
+        self.signals = 0
+        self.escalate = escalate
 
     def request(self) -> None:
         """Stop at the next batch boundary, as Ctrl-C does."""
         self.requested = True
 
     def _handler(self, signum, frame) -> None:
-        if self.requested:
+        self.signals += 1
+        if self.requested and self.escalate:
             raise KeyboardInterrupt
         self.requested = True
 

@@ -27,19 +27,21 @@ from async_coagents.core.rules.critic import (
     OffPolicyActorCritic,
     OffPolicyActorCriticAfterReinforce,
 )
+from async_coagents.core.rules.hnca import Hnca, HncaPlain
 from async_coagents.core.rules.reinforce import (
     GlobalBaseline,
     InputStateBaseline,
     LayerStateBaseline,
     Reinforce,
 )
+from async_coagents.core.rules.weight_max import WeightMax
 from async_coagents.errors import ConfigError
 
 __all__ = [
-    "RULES", "ActorCritic", "ActorCriticAfterReinforce", "GlobalBaseline", "InputStateBaseline",
-    "LayerStateBaseline", "MonteCarloActorCritic", "OffPolicyActorCritic",
-    "OffPolicyActorCriticAfterReinforce", "Reinforce", "Rule", "RuleSettings", "Step", "get_rule",
-    "register",
+    "RULES", "ActorCritic", "ActorCriticAfterReinforce", "GlobalBaseline", "Hnca", "HncaPlain",
+    "InputStateBaseline", "LayerStateBaseline", "MonteCarloActorCritic", "OffPolicyActorCritic",
+    "OffPolicyActorCriticAfterReinforce", "Reinforce", "Rule", "RuleSettings", "Step", "WeightMax",
+    "get_rule", "register",
 ]
 
 #: name -> rule class.
@@ -58,7 +60,7 @@ def register(rule: type[Rule]) -> type[Rule]:
 
 for _rule in (Reinforce, GlobalBaseline, InputStateBaseline, LayerStateBaseline, ActorCritic,
               OffPolicyActorCritic, MonteCarloActorCritic, ActorCriticAfterReinforce,
-              OffPolicyActorCriticAfterReinforce):
+              OffPolicyActorCriticAfterReinforce, Hnca, HncaPlain, WeightMax):
     register(_rule)
 
 

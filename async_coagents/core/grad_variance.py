@@ -1,0 +1,69 @@
+"""The per-layer gradient-variance training metric (issue 11): how noisy a layer's gradient
+estimate is, batch by batch, so that a run shows the variance grow with depth.
+
+A layer whose policy is one affine map ``z = s W + c`` steps on the batch gradient
+``grad = sum_b [s_b, 1]^T d_b`` with ``d = dJ/dz (B, U*K)`` (the rule's, which already holds the
+``1/B`` of the batch mean). Example ``b``'s own estimate of that gradient is
+``g_b = B [s_b, 1]^T d_b`` (their mean is ``grad``), a rank-one matrix whose squared norm is
+``|[s_b, 1]|^2 B^2 |d_b|^2``. The trace of their covariance is therefore, without forming any
+``g_b``,
+
+    tr Cov = (sum_b |[s_b, 1]|^2 |B d_b|^2 - B |grad|^2) / (B - 1),
+
+the sum over the layer's parameters of the variance of one example's estimate. A batch of one
+example has no covariance and is not counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def batch_trace(state: np.ndarray, dz: np.ndarray, grad: np.ndarray) -> float | None:
+    """``tr Cov`` of the per-example gradients of one batch: ``state (B, n_in)``, ``dz (B, U*K)``
+    and the batch gradient ``grad`` (the layer's flat ``policy.grad``); ``None`` for ``B < 2``.
+
+    >>> s, d = np.array([[1.0], [-1.0]]), np.array([[0.5], [0.5]])
+    >>> grad = np.array([(s * d).sum(), d.sum()])  # dJ/dW, dJ/dc
+    >>> batch_trace(s, d, grad)  # g_1 = 2 * (0.5, 0.5), g_2 = 2 * (-0.5, 0.5)
+    2.0
+    """
+    b = len(state)
+    if b < 2:
+        return None
+    s2 = np.einsum("bi,bi->b", state, state, dtype=np.float64) + 1.0
+    d2 = np.einsum("bk,bk->b", dz, dz, dtype=np.float64)
+    g = np.asarray(grad, dtype=np.float64)
+    total = b * b * float(s2 @ d2)
+    mean2 = float(g @ g)
+    return max(total - b * mean2, 0.0) / (b - 1)  # >= 0 but for rounding
+
+
+class GradientVariance:
+    """The mean of :func:`batch_trace` over the batches since the last :meth:`take`."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.batches = 0
+
+    def record(self, state: np.ndarray, dz: np.ndarray, grad: np.ndarray) -> None:
+        trace = batch_trace(state, dz, grad)
+        if trace is not None:
+            self.total += trace
+            self.batches += 1
+
+    def take(self) -> float | None:
+        """The mean trace since the previous call (``None``: no batch measured); starts anew."""
+        if not self.batches:
+            return None
+        mean = self.total / self.batches
+        self.total, self.batches = 0.0, 0
+        return mean
+
+    def state_dict(self) -> dict:
+        return {"total": self.total, "batches": self.batches}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Restore :meth:`state_dict` (``None``: nothing measured yet)."""
+        state = state or {"total": 0.0, "batches": 0}
+        self.total, self.batches = float(state["total"]), int(state["batches"])
