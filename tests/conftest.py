@@ -62,3 +62,25 @@ def ray_session(_ray_stopped_at_exit):
     if not ray.is_initialized():
         ray.init(**RAY_TEST_INIT)
     return ray
+
+
+def three_node_cluster():
+    """A ``ray.cluster_utils.Cluster`` of a head and two workers, one CPU each, node ``i``
+    holding the custom resource ``node{i}``; the driver joined to it. A generator for a
+    module-scoped fixture: yields ``(cluster, workers)`` and shuts both down after (the session's
+    own Ray, if it was running, is shut down first: two must not run side by side)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    c = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "resources": {"node0": 1}, "include_dashboard": False})
+    workers = [c.add_node(num_cpus=1, resources={f"node{i}": 1}) for i in (1, 2)]
+    c.wait_for_nodes()
+    ray.init(address=c.address, log_to_driver=False, logging_level="WARNING")
+    try:
+        yield c, workers
+    finally:
+        ray.shutdown()
+        c.shutdown()

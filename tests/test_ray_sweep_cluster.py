@@ -18,27 +18,14 @@ from async_coagents.checkpoint import load_checkpoint
 from async_coagents.cli import main
 from async_coagents.experiment.run import train
 from async_coagents.experiment.sweep import MANIFEST
-from tests.conftest import RAY_TEST_INIT
+from tests.conftest import three_node_cluster
 
 ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():  # the session's single-node Ray must not run beside the cluster
-        ray.shutdown()
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    workers = [c.add_node(num_cpus=1) for _ in (1, 2)]
-    c.wait_for_nodes()
-    ray.init(address=c.address, log_to_driver=False, logging_level="WARNING")
-    try:
-        yield c, workers
-    finally:
-        ray.shutdown()
-        c.shutdown()
-    assert RAY_TEST_INIT  # later Ray tests start their own instance again (conftest)
+    yield from three_node_cluster()  # later Ray tests start their own instance again (conftest)
 
 
 def command(c, out, seeds, updates, *extra):

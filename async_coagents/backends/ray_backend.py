@@ -412,24 +412,20 @@ class RayTransport(Transport):
         """The replies of ``messages``. After a failure: recover, then ask again; a message that
         was applied but whose reply was lost with its actor is answered from where it is kept
         (:meth:`_rescue`)."""
-        repair = False
-        for _ in range(MAX_ATTEMPTS):
-            try:
-                if repair:
-                    for message in messages:
-                        if message.value is None and _try_get(message.out) is _MISSING:
-                            self._rescue(message)
-                refs = [m.out for m in messages if m.value is None]
-                got = iter(get(refs) if refs else [])
-                return [m.value if m.value is not None else next(got) for m in messages]
-            except Exception as exc:  # only the failures recovery repairs
-                if not (self.recovery and recoverable(exc)):
-                    self._skip_unapplied(exc)
-                    raise
-                self.recover(exc)
-                repair = True
-                last = exc
-        raise RecoveryError(f"replies still failed after {MAX_ATTEMPTS} recoveries: {last}")
+        attempts = 0
+
+        def attempt() -> list:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:  # a recovery ran: some replies may have died with their actor
+                for message in messages:
+                    if message.value is None and _try_get(message.out) is _MISSING:
+                        self._rescue(message)
+            refs = [m.out for m in messages if m.value is None]
+            got = iter(get(refs) if refs else [])
+            return [m.value if m.value is not None else next(got) for m in messages]
+
+        return self.guarded(attempt)
 
     def drain(self) -> None:
         """Wait for every fire-and-forget call (and raise its error, if any)."""
