@@ -25,6 +25,11 @@ reproducible:
 With W = 1 and D = 0 the order of messages is the synchronous reference of §10. Because one
 coordinator submits every message in a fixed order and every agent handles its messages in order,
 the run is deterministic on every transport.
+
+A network of R replicas (``core/replicas.py``) takes batches ``x (R, B, n)``, labels ``(R, B)``;
+each replica's loss and hits are its own, and a replica whose loss is not finite gets reward 0 for
+that batch (its ``Completed.rewarded`` entry False) while the others learn on: the run marks that
+replica diverged.
 """
 
 from __future__ import annotations
@@ -70,20 +75,27 @@ class InFlight:
 class Completed:
     """A batch whose loss is known. Its reward was delivered unless the loss is not finite
     (``rewarded`` False): whether that, or a finite loss, means divergence is the run's call
-    (``experiment/divergence.py``)."""
+    (``experiment/divergence.py``). With replicas ``loss``, ``rewarded`` and ``hits`` are arrays
+    ``(R,)``, one entry per replica, and ``size`` the batch of one replica."""
 
     sid: int
-    loss: float
+    loss: float | np.ndarray
     size: int
-    rewarded: bool = True
-    hits: int | None = None  # classification: examples whose prediction was the label
+    rewarded: bool | np.ndarray = True
+    hits: int | np.ndarray | None = None  # classification: examples predicted as their label
+
+    def replica(self, r: int) -> Completed:
+        """Replica ``r``'s part, as its separate run completes the batch."""
+        return Completed(self.sid, float(self.loss[r]), self.size, bool(self.rewarded[r]),
+                         None if self.hits is None else int(self.hits[r]))
 
 
 class Coordinator:
     """Streams numbered batches through the layer agents of one network (see module docstring)."""
 
     def __init__(self, transport: Messages, objective: Classification | Regression, *,
-                 input_baseline=None, window: int = 1, reward_delay: int = 0) -> None:
+                 input_baseline=None, window: int = 1, reward_delay: int = 0,
+                 replicas: int | None = None) -> None:
         if not isinstance(window, int) or window < 1:
             raise ConfigError(f"window must be an integer >= 1, got {window!r}")
         if not isinstance(reward_delay, int) or reward_delay < 0:
@@ -98,6 +110,7 @@ class Coordinator:
         self.input_baseline = input_baseline
         self.window = window
         self.reward_delay = reward_delay
+        self.replicas = replicas
         self.forwards = 0
         self.inflight: deque[InFlight] = deque()
 
@@ -107,7 +120,8 @@ class Coordinator:
 
     def submit(self, sid: int, x: np.ndarray, labels: np.ndarray) -> list[Completed]:
         """Forward batch ``sid``; deliver the rewards that are due. Returns the completed batches."""
-        labels = self.objective.check_target(labels, len(x))
+        x = np.asarray(x)
+        labels = self.objective.check_target(labels, x.shape[:-1])
         done = []
         while len(self.inflight) >= self.window:
             done.append(self._deliver(self.inflight.popleft()))
@@ -116,7 +130,7 @@ class Coordinator:
         h = x
         for layer in range(self.n_layers):
             h = self.transport.forward(layer, sid, h)
-        self.inflight.append(InFlight(sid, self.forwards, h, labels, len(x)))
+        self.inflight.append(InFlight(sid, self.forwards, h, labels, x.shape[-2]))
         while self.inflight and self.inflight[0].index + self.reward_delay <= self.forwards:
             done.append(self._deliver(self.inflight.popleft()))
         self.forwards += 1
@@ -132,12 +146,33 @@ class Coordinator:
     def _deliver(self, batch: InFlight) -> Completed:
         prediction = self.transport.fetch(batch.output)
         r = self.objective.reward(prediction, batch.labels)
+        if self.replicas is not None:
+            return self._deliver_replicas(batch, prediction, r)
         loss = -float(r.sum()) / r.size
         hits = None
         if self.objective.n_classes is not None:  # as predicted before the network learns from it
             hits = int(np.count_nonzero(prediction.argmax(axis=1) == batch.labels))
         if not math.isfinite(loss):  # not a reward any agent can learn from: none is sent
             return Completed(batch.sid, loss, batch.size, rewarded=False, hits=hits)
+        self._send_reward(batch, r)
+        return Completed(batch.sid, loss, batch.size, hits=hits)
+
+    def _deliver_replicas(self, batch: InFlight, prediction: np.ndarray,
+                          r: np.ndarray) -> Completed:
+        """As :meth:`_deliver`, per replica: each replica's loss is its separate run's, and a
+        replica whose loss is not finite is rewarded 0 (the others learn on)."""
+        loss = -(r.sum(axis=-1).astype(np.float64)) / r.shape[-1]
+        hits = None
+        if self.objective.n_classes is not None:
+            hits = np.count_nonzero(prediction.argmax(axis=-1) == batch.labels, axis=-1)
+        rewarded = np.isfinite(loss)
+        if not rewarded.all():
+            r = np.where(rewarded[:, None], r, 0).astype(r.dtype)
+        self._send_reward(batch, r)
+        return Completed(batch.sid, loss, batch.size, rewarded=rewarded, hits=hits)
+
+    def _send_reward(self, batch: InFlight, r: np.ndarray) -> None:
+        """The reward (or the input baseline's advantage) to every layer, top-down (§10)."""
         signal = r
         if self.input_baseline is not None:
             signal = self.input_baseline.reward(batch.sid, r)
@@ -153,7 +188,6 @@ class Coordinator:
             if transport.listens_to_feedback[layer]:
                 out = transport.feedback(layer, batch.sid, message)
             message = out
-        return Completed(batch.sid, loss, batch.size, hits=hits)
 
     def state_dict(self) -> dict:
         """The schedule's state: the batches in flight and their predictions."""
@@ -165,14 +199,15 @@ class Coordinator:
 
     def load_state_dict(self, state: dict) -> None:
         width = self.objective.n_classes or 1
+        lead = () if self.replicas is None else (self.replicas,)
         for b in state["inflight"]:
             output = np.asarray(b["output"])
-            if output.shape != (b["size"], width) or output.dtype.kind != "f":
+            if output.shape != (*lead, b["size"], width) or output.dtype.kind != "f":
                 raise CheckpointError(f"coordinator: the prediction of batch {b['sid']} in flight "
-                                      f"must be ({b['size']}, {width}) floats, got "
+                                      f"must be {(*lead, b['size'], width)} floats, got "
                                       f"{output.dtype} {output.shape}")
             try:
-                self.objective.check_target(b["y"], b["size"])
+                self.objective.check_target(b["y"], (*lead, b["size"]))
             except ProtocolError as exc:
                 raise CheckpointError(f"coordinator: batch {b['sid']} in flight: {exc}") from None
         self.forwards = int(state["forwards"])

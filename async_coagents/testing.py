@@ -4,8 +4,9 @@ every unit family and raises ``AssertionError`` naming the first one the rule fa
 
 Mechanical checks (any network, :func:`check_network`): determinism under the seed, a state round
 trip after synchronous steps and one with batches in flight (window 4, reward delay 3), read-only
-inputs (Ray's object store), every layer learns and nothing leaks, a pickle round trip, and local
-equals Ray when a Ray session is running. Rule checks, on each coagent layer: every applied policy
+inputs (Ray's object store), every layer learns and nothing leaks, a pickle round trip, R replicas
+on a leading axis equal R separate networks bit for bit (``run.replicas``), and local equals Ray
+when a Ray session is running. Rule checks, on each coagent layer: every applied policy
 step equals ``-lr`` times the gradient of the surrogate ``J = -(1/B) sum_b sum_u G_bu log pi(a_bu
 | s_b)`` by central differences, with ``G`` (per example or per unit) from the rule's
 :meth:`~async_coagents.core.rules.Rule.signal` — or, for a rule that states its own
@@ -15,8 +16,8 @@ example's ``G`` rises with its return (a rule with the wrong sign fails); a rule
 holding a baseline subtracts it; a critic rule's message is its updated critic at the downstream
 action it declares (``target_policy``: sampled for §3.6, greedy for §3.7).
 
-A check takes a factory ``seed -> Network``. Ray is never imported here: the Ray check runs only
-when the caller has a Ray session running (``ray.init()``).
+A check takes a factory ``seed -> Network`` (a list of seeds builds replicas). Ray is never
+imported here: the Ray check runs only when the caller has a Ray session running (``ray.init()``).
 """
 
 from __future__ import annotations
@@ -222,6 +223,72 @@ def check_local_equals_ray(factory: Factory, window: int = 4, reward_delay: int 
     return True
 
 
+REPLICA_SEEDS = (1, 2, 5)
+
+
+def replica_batches(nets: list[Network], n: int = STEPS, batch: int = 8
+                    ) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """Per replica its own data (``batches`` of seed r), stacked: ``x (R, B, d)``, ``labels
+    (R, B)``; replica r's slice is what a separate run of it is fed."""
+    streams = [list(batches(net, n, seed=r, batch=batch)) for r, net in enumerate(nets)]
+    return [(parts[0][0], np.stack([p[1] for p in parts]), np.stack([p[2] for p in parts]))
+            for parts in zip(*streams, strict=True)]
+
+
+def assert_same_state(a, b, where: str = "state") -> None:
+    """Two states are equal bit for bit: every array (values, shape, dtype) and every value."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        assert (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
+                and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), f"{where}: keys {list(a)} {list(b)}"
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), f"{where}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        assert type(a) is type(b) and (a == b or (a != a and b != b)), f"{where}: {a!r} != {b!r}"
+
+
+def check_replicas_equal_separate_runs(factory: Factory, window: int = 4,
+                                       reward_delay: int = 3) -> None:
+    """R replicas of a network (``run.replicas``, ``core/replicas.py``), each fed its own data,
+    end with the state, losses and evaluation of R separate networks of the same seeds, bit for
+    bit, batches in flight included."""
+    from async_coagents.core.metrics import evaluate
+    from async_coagents.core.replicas import slice_state
+
+    seeds = REPLICA_SEEDS
+    separate = [LocalBackend(factory(s), window=window, reward_delay=reward_delay) for s in seeds]
+    replicated = LocalBackend(factory(list(seeds)), window=window, reward_delay=reward_delay)
+    data = replica_batches([b.network for b in separate], 2 * STEPS)
+    for sid, x, labels in data[:STEPS + 1]:
+        done = replicated.submit(sid, x, labels)
+        for r, backend in enumerate(separate):
+            alone = backend.submit(sid, x[r], labels[r])
+            assert [c.replica(r) for c in done] == alone, f"replica {r}: losses of batch {sid}"
+    state = replicated.state_dict()  # batches in flight
+    for r, backend in enumerate(separate):
+        assert_same_state(slice_state(state, r), backend.state_dict(), f"replica {r} in flight")
+    for sid, x, labels in data[STEPS + 1:]:
+        replicated.submit(sid, x, labels)
+        for r, backend in enumerate(separate):
+            backend.submit(sid, x[r], labels[r])
+    done = replicated.finish()
+    for r, backend in enumerate(separate):
+        assert [c.replica(r) for c in done] == backend.finish(), f"replica {r}: the last losses"
+    state = replicated.state_dict()
+    x_eval = data[0][1][0]
+    labels_eval = data[0][2][0]
+    measured = evaluate(replicated.network, x_eval, labels_eval)
+    for r, backend in enumerate(separate):
+        assert_same_state(slice_state(state, r), backend.state_dict(), f"replica {r}")
+        assert measured[r] == evaluate(backend.network, x_eval, labels_eval), \
+            f"replica {r}: evaluation"
+
+
 # ---- rule checks ----------------------------------------------------------------------------
 class _Recorder:
     """Runs one more synchronous batch and records, per coagent layer, the rule's steps, signals
@@ -419,7 +486,7 @@ def _check_baseline_is_subtracted(name: str, rule: Rule, step: Step, g: np.ndarr
 
 MECHANICAL_CHECKS = [check_determinism, check_state_round_trip, check_round_trip_in_flight,
                      check_read_only_inputs, check_every_layer_learns_and_nothing_leaks,
-                     check_pickle_round_trip]
+                     check_pickle_round_trip, check_replicas_equal_separate_runs]
 CHECKS = [*MECHANICAL_CHECKS, check_rule_estimators]
 
 

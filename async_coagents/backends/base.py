@@ -102,7 +102,7 @@ class CoordinatedBackend:
         self.transport = transport
         self.coordinator = Coordinator(transport, network.objective,
                                        input_baseline=network.input_baseline, window=window,
-                                       reward_delay=reward_delay)
+                                       reward_delay=reward_delay, replicas=network.replicas)
 
     # ---- what a backend implements ------------------------------------------------------------
     def _settle(self) -> None:
@@ -142,7 +142,8 @@ class CoordinatedBackend:
     def evaluate(self, x: np.ndarray, labels: np.ndarray, **kwargs) -> dict:
         """Greedy evaluation at this point of the message order (no side effects on learning)."""
         self._settle()
-        return evaluate_with(self.transport.evaluate, self.network.objective, x, labels, **kwargs)
+        return evaluate_with(self.transport.evaluate, self.network.objective, x, labels,
+                             replicas=self.network.replicas, **kwargs)
 
     def layer_stats(self) -> list[dict]:
         """Per layer agent: name and the counters of :class:`~async_coagents.core.agent.AgentStats`."""

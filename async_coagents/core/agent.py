@@ -183,6 +183,8 @@ class AgentBase:
             raise ConfigError(f"{name}: max_pending must be an integer >= 1, got {max_pending!r}")
         self.name = name
         self.net = net
+        self.replicas = net.replicas  # R replicas on a leading axis, or None (core/replicas.py)
+        self.non_finite: set[int] = set()  # replicas whose messages were not finite
         self.optimizer = optimizer
         self.update_every = update_every
         self.max_pending = max_pending
@@ -214,11 +216,18 @@ class AgentBase:
         return None if entry is None else entry.out
 
     # ---- message boundary -------------------------------------------------------------------
+    @property
+    def _lead(self) -> tuple[int, ...]:
+        return () if self.replicas is None else (self.replicas,)
+
     def _check_input(self, sid: int, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.n_in or x.shape[0] == 0:
+        lead = self._lead
+        if (x.ndim != 2 + len(lead) or x.shape[:len(lead)] != lead or x.shape[-1] != self.n_in
+                or x.shape[-2] == 0):
             raise ProtocolError(
-                f"{self.name}: batch {sid} input must have shape (B, {self.n_in}), got {x.shape}"
+                f"{self.name}: batch {sid} input must have shape "
+                f"{(*lead, 'B', self.n_in)}, got {x.shape}".replace("'", "")
             )
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
@@ -246,6 +255,8 @@ class AgentBase:
                 f"{self.name}: the {what} for batch {sid} must have shape {shape}, "
                 f"got {value.shape}"
             )
+        if self.replicas is not None:
+            return self._contain_non_finite(value)
         if not np.isfinite(value).all():
             raise ProtocolError(
                 f"{self.name}: the {what} for batch {sid} is not finite "
@@ -253,6 +264,21 @@ class AgentBase:
                 "the network has probably diverged; lower the learning rate"
             )
         return value
+
+    def _contain_non_finite(self, value: np.ndarray) -> np.ndarray:
+        """A replica whose message is not finite has diverged: its values become 0, so the other
+        replicas learn on (none of their numbers depends on it), and the replica is recorded in
+        :attr:`non_finite` for the run to mark diverged."""
+        finite = np.isfinite(value.reshape(len(value), -1)).all(axis=1)
+        if finite.all():
+            return value
+        self.non_finite.update(int(r) for r in np.flatnonzero(~finite))
+        return np.where(finite.reshape(-1, *[1] * (value.ndim - 1)), value, 0).astype(value.dtype)
+
+    def take_non_finite(self) -> set[int]:
+        """The replicas that sent this agent a message that was not finite since the last call."""
+        taken, self.non_finite = self.non_finite, set()
+        return taken
 
     def _remember(self, sid: int, entry: PendingBatch) -> None:
         self._pending[sid] = entry
@@ -347,7 +373,7 @@ class AgentBase:
                 )
         self.net.load_params(state["params"], self.name)
         if state["optimizer"]["name"] != self.optimizer.name:  # saved after the §5.4 switch
-            self.optimizer = make_optimizer(state["optimizer"]["name"], self.net.params.size,
+            self.optimizer = make_optimizer(state["optimizer"]["name"], self.net.params.shape,
                                             state["optimizer"]["lr"], self.dtype)
         self.optimizer.load_state_dict(state["optimizer"])
         self.version = int(state["version"])
@@ -378,11 +404,12 @@ class AgentBase:
         """Refuse a saved batch in flight whose arrays do not fit this agent, before it is used:
         each must have the shape and dtype this agent's own forward of the saved input gives."""
         where = f"{self.name}: batch {sid} in flight"
-        x = entry["x"]
-        if (not isinstance(x, np.ndarray) or x.ndim != 2 or x.shape[1] != self.n_in
-                or not len(x) or x.dtype != self.dtype):
+        x, lead = entry["x"], self._lead
+        if (not isinstance(x, np.ndarray) or x.ndim != 2 + len(lead)
+                or x.shape[:len(lead)] != lead or x.shape[-1] != self.n_in
+                or not x.shape[-2] or x.dtype != self.dtype):
             raise CheckpointError(f"{where}: input must be a {self.dtype} array of shape "
-                                  f"(B, {self.n_in}), got {layout(x)}")
+                                  f"{(*lead, 'B', self.n_in)}, got {layout(x)}".replace("'", ""))
         for name, expected in self._pending_layout(x).items():
             saved = entry[name]
             if isinstance(expected, list):
@@ -394,9 +421,9 @@ class AgentBase:
             else:
                 check_like(saved, expected, f"{where}: {name}")
         if entry["reward"] is not None:
-            check_like(entry["reward"], x[:, 0], f"{where}: reward")
+            check_like(entry["reward"], x[..., 0], f"{where}: reward")
         if entry["feedback"] is not None:
-            shape = (len(x), *getattr(self, "feedback_shape", ()))
+            shape = (*x.shape[:-1], *getattr(self, "feedback_shape", ()))
             check_like(entry["feedback"], np.empty(shape, self.dtype), f"{where}: feedback")
 
     def _pending_layout(self, x: np.ndarray) -> dict:

@@ -8,7 +8,8 @@
   :class:`~async_coagents.core.input_baseline.InputBaselineAgent`, on the network input (§3.4).
 
 Protocol: ``advantage(r, s)`` gives ``G`` with the pre-update baseline; ``learn(r, s)`` updates the
-baseline and is called after the layer's policy step.
+baseline and is called after the layer's policy step. With ``replicas`` R every baseline holds one
+value (or one ``V``) per replica and takes ``r (R, B)``, ``s (R, B, n)``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from async_coagents.core.mlp import MLP
 from async_coagents.core.optim import Optimizer
+from async_coagents.core.replicas import leading
 from async_coagents.errors import CheckpointError, ConfigError
 
 
@@ -49,22 +51,29 @@ class EmaBaseline:
 
     name = "ema"
 
-    def __init__(self, decay: float = 0.99, frozen: bool = False) -> None:
+    def __init__(self, decay: float = 0.99, frozen: bool = False,
+                 replicas: int | None = None) -> None:
         if not (isinstance(decay, int | float) and 0.0 <= decay < 1.0):
             raise ConfigError(f"baseline_decay must be in [0, 1), got {decay!r}")
         self.decay = float(decay)
         self.frozen = frozen
-        self.value: float | None = None
+        self.replicas = replicas
+        self.value: float | np.ndarray | None = None  # (R,) float64 with replicas
 
     def advantage(self, r: np.ndarray, s: np.ndarray) -> np.ndarray:
         if self.value is None:
             return r
+        if self.replicas is not None:
+            return r - self.value.astype(r.dtype)[:, None]
         return r - r.dtype.type(self.value)
 
     def learn(self, r: np.ndarray, s: np.ndarray) -> None:
         if self.frozen:
             return
-        mean = float(r.sum()) / r.size  # r.mean() costs 3x more on a 32-vector
+        if self.replicas is not None:  # each replica's float64 mean of its float32 sum
+            mean = r.sum(axis=-1).astype(np.float64) / r.shape[-1]
+        else:
+            mean = float(r.sum()) / r.size  # r.mean() costs 3x more on a 32-vector
         if self.value is None:
             self.value = mean
         self.value = self.decay * self.value + (1.0 - self.decay) * mean
@@ -76,7 +85,13 @@ class EmaBaseline:
     def load_state_dict(self, state: dict) -> None:
         _check_name(state, self.name)
         self.decay, self.frozen = float(state["decay"]), bool(state["frozen"])
-        self.value = None if state["value"] is None else float(state["value"])
+        value = state["value"]
+        if value is None:
+            self.value = None
+        elif self.replicas is not None:
+            self.value = np.broadcast_to(np.asarray(value, np.float64), (self.replicas,)).copy()
+        else:
+            self.value = float(value)
 
 
 class StateBaseline:
@@ -84,13 +99,20 @@ class StateBaseline:
 
     name = "state"
 
-    def __init__(self, n_inputs: int, optimizer: Optimizer, dtype: np.dtype | str) -> None:
-        self.value_fn = MLP([n_inputs, 1], "identity", dtype=dtype, zero_init=True)
+    def __init__(self, n_inputs: int, optimizer: Optimizer, dtype: np.dtype | str,
+                 replicas: int | None = None) -> None:
+        self.value_fn = MLP([n_inputs, 1], "identity", dtype=dtype, zero_init=True,
+                            replicas=replicas)
         self.optimizer = optimizer
+
+    @staticmethod
+    def shape(n_inputs: int, replicas: int | None) -> tuple[int, ...]:
+        """The parameter shape its optimizer steps: ``(n_inputs + 1,)``, per replica."""
+        return (*leading(replicas), n_inputs + 1)
 
     def values(self, s: np.ndarray) -> np.ndarray:
         """``V(s)``, ``(B,)``."""
-        return self.value_fn(s)[:, 0]
+        return self.value_fn(s)[..., 0]
 
     def advantage(self, r: np.ndarray, s: np.ndarray) -> np.ndarray:
         return r - self.values(s)
@@ -98,7 +120,7 @@ class StateBaseline:
     def learn(self, r: np.ndarray, s: np.ndarray) -> None:
         """One optimizer step on ``mean_b (V(s_b) - r_b)^2``."""
         v, cache = self.value_fn.forward(s)
-        self.value_fn.backward(cache, (2.0 / len(r)) * (v - r[:, None]))
+        self.value_fn.backward(cache, (2.0 / r.shape[-1]) * (v - r[..., None]))
         self.optimizer.step(self.value_fn.params, self.value_fn.grad)
 
     def state_dict(self) -> dict:

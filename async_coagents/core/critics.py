@@ -24,19 +24,19 @@ class ActionValueCritic:
                  dtype: np.dtype | str) -> None:
         sizes = [n_state + n_action, *([hidden_units] * hidden_layers), 1]
         self.net = MLP(sizes, "relu", rng=rng, dtype=dtype)
-        self.optimizer = make_optimizer(self.net.params.size)
+        self.optimizer = make_optimizer(self.net.params.shape)
 
     def _input(self, s: np.ndarray, h: np.ndarray) -> np.ndarray:
-        return np.concatenate([s, h.astype(s.dtype, copy=False)], axis=1)
+        return np.concatenate([s, h.astype(s.dtype, copy=False)], axis=-1)
 
     def value(self, s: np.ndarray, h: np.ndarray) -> np.ndarray:
         """``Q(s_b, h_b)`` for every example, ``(B,)``."""
-        return self.net(self._input(s, h))[:, 0]
+        return self.net(self._input(s, h))[..., 0]
 
     def learn(self, s: np.ndarray, h: np.ndarray, target: np.ndarray) -> None:
         """One optimizer step toward ``target (B,)``, held constant (§3.6 "critic update")."""
         q, cache = self.net.forward(self._input(s, h))
-        self.net.backward(cache, (2.0 / len(target)) * (q - target[:, None]))
+        self.net.backward(cache, (2.0 / target.shape[-1]) * (q - target[..., None]))
         self.optimizer.step(self.net.params, self.net.grad)
 
     def state_dict(self) -> dict:

@@ -40,30 +40,42 @@ def batch_trace(state: np.ndarray, dz: np.ndarray, grad: np.ndarray) -> float | 
 
 
 class GradientVariance:
-    """The mean of :func:`batch_trace` over the batches since the last :meth:`take`."""
+    """The mean of :func:`batch_trace` over the batches since the last :meth:`take` (one mean per
+    replica with ``replicas``: each replica's batch measured on its own slice)."""
 
-    def __init__(self) -> None:
-        self.total = 0.0
+    def __init__(self, replicas: int | None = None) -> None:
+        self.replicas = replicas
+        self.total = 0.0 if replicas is None else np.zeros(replicas)
         self.batches = 0
 
     def record(self, state: np.ndarray, dz: np.ndarray, grad: np.ndarray) -> None:
-        trace = batch_trace(state, dz, grad)
+        if self.replicas is None:
+            trace = batch_trace(state, dz, grad)
+        else:
+            traces = [batch_trace(state[r], dz[r], grad[r]) for r in range(self.replicas)]
+            trace = None if traces[0] is None else np.array(traces)
         if trace is not None:
             self.total += trace
             self.batches += 1
 
-    def take(self) -> float | None:
+    def take(self) -> float | np.ndarray | None:
         """The mean trace since the previous call (``None``: no batch measured); starts anew."""
         if not self.batches:
             return None
         mean = self.total / self.batches
-        self.total, self.batches = 0.0, 0
+        self.total, self.batches = 0.0 if self.replicas is None else np.zeros(self.replicas), 0
         return mean
 
     def state_dict(self) -> dict:
-        return {"total": self.total, "batches": self.batches}
+        return {"total": self.total if self.replicas is None else self.total.copy(),
+                "batches": self.batches}
 
     def load_state_dict(self, state: dict | None) -> None:
         """Restore :meth:`state_dict` (``None``: nothing measured yet)."""
         state = state or {"total": 0.0, "batches": 0}
-        self.total, self.batches = float(state["total"]), int(state["batches"])
+        if self.replicas is None:
+            self.total = float(state["total"])
+        else:
+            self.total = np.broadcast_to(np.asarray(state["total"], np.float64),
+                                         (self.replicas,)).copy()
+        self.batches = int(state["batches"])

@@ -47,10 +47,10 @@ def split_layer(layer: CoagentLayer, units_per_group: int,
         units = slice(start, min(start + units_per_group, layer.n_units))
         cols = slice(units.start * k, units.stop * k)
         policy = MLP([layer.policy.n_in, (units.stop - units.start) * k], "identity",
-                     dtype=layer.dtype, zero_init=True)
-        policy.weights[0][...] = layer.policy.weights[0][:, cols]
-        policy.biases[0][...] = layer.policy.biases[0][cols]
-        optimizer = layer.optimizer.fresh(policy.params.size)
+                     dtype=layer.dtype, zero_init=True, replicas=layer.replicas)
+        policy.weights[0][...] = layer.policy.weights[0][..., cols]
+        policy.biases[0][...] = layer.policy.biases[0][..., cols]
+        optimizer = layer.optimizer.fresh(policy.params.shape)
         groups.append(CoagentLayer(
             f"{layer.name}.g{g}", policy, layer.unit, optimizer, sampling_rng=sampling_rng(g),
             rule=copy.deepcopy(layer.rule),  # a rule that has not learnt yet: a fresh copy
@@ -81,7 +81,7 @@ class GroupedLayer:
         return sum(g.n_units for g in self.groups)
 
     def forward(self, sid: int, x: np.ndarray) -> np.ndarray:
-        return np.concatenate([g.forward(sid, x) for g in self.groups], axis=1)
+        return np.concatenate([g.forward(sid, x) for g in self.groups], axis=-1)
 
     def reward(self, sid: int, r: np.ndarray, labels: np.ndarray | None = None) -> None:
         for g in self.groups:
@@ -99,7 +99,7 @@ class GroupedLayer:
 
     def measure(self, x: np.ndarray) -> tuple[np.ndarray, LayerActivity]:
         outputs, activities = zip(*(g.measure(x) for g in self.groups), strict=True)
-        return np.concatenate(outputs, axis=1), concatenate_activity(list(activities))
+        return np.concatenate(outputs, axis=-1), concatenate_activity(list(activities))
 
     def state_dict(self) -> dict:
         return {"kind": self.kind, "name": self.name,
@@ -117,6 +117,6 @@ def concatenate_activity(parts: list[LayerActivity]) -> LayerActivity:
     """The activity of a layer from the activities of its groups (units side by side)."""
     if len(parts) == 1:
         return parts[0]
-    return LayerActivity(parts[0].n, np.concatenate([p.entropy_sum for p in parts]),
+    return LayerActivity(parts[0].n, np.concatenate([p.entropy_sum for p in parts], axis=-1),
                          sum(p.activity_sum for p in parts),
                          sum(p.activity_count for p in parts))

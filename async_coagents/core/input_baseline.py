@@ -44,7 +44,7 @@ class InputBaselineAgent(AgentBase):
         entry = self._lookup(sid)
         if entry is None:
             return None
-        r = self._check_message(sid, "reward", r, (len(entry.x),))
+        r = self._check_message(sid, "reward", r, entry.x.shape[:-1])
         del self._pending[sid]
         self.stats.record_staleness(self.version - entry.version)
         g = self.baseline.advantage(r, entry.x)  # (3.4) G = r - V(x), pre-update V

@@ -86,7 +86,7 @@ class CoagentLayer(AgentBase):
         grad_variance`), reported by :meth:`take_grad_variance`; a policy that is not one affine
         map (a partition group, §2.6) has no such measure and reports ``None``."""
         if len(self.policy.sizes) == 2 and self._grad_variance is None:
-            self._grad_variance = GradientVariance()
+            self._grad_variance = GradientVariance(self.replicas)
 
     def take_grad_variance(self) -> float | None:
         return None if self._grad_variance is None else self._grad_variance.take()
@@ -134,7 +134,7 @@ class CoagentLayer(AgentBase):
             action = unit.sample(dist, self.rng)
             if self.subset_size is not None and self.subset_size < self.n_units:
                 mask = self._subset_mask()  # only these units sample; the rest act greedily (§2.3)
-                action = np.where(mask, action, unit.greedy(dist))
+                action = np.where(mask[..., None, :], action, unit.greedy(dist))
         h = unit.transition(action, self.dtype)
         self._remember(sid, PendingBatch(x, cache, h, self.version, dist, action, mask, greedy))
         return h
@@ -147,7 +147,7 @@ class CoagentLayer(AgentBase):
         entry = self._lookup(sid)
         if entry is None:
             return None
-        entry.reward = self._check_message(sid, "reward", r, (len(entry.x),))
+        entry.reward = self._check_message(sid, "reward", r, entry.x.shape[:-1])
         return self._learn_if_complete(sid, entry)
 
     def feedback(self, sid: int, message: np.ndarray | None):
@@ -162,7 +162,7 @@ class CoagentLayer(AgentBase):
             self.forget(sid)
             return None
         entry.feedback = self._check_message(sid, "feedback", message,
-                                             (len(entry.x), *self.feedback_shape))
+                                             (*entry.x.shape[:-1], *self.feedback_shape))
         return self._learn_if_complete(sid, entry)
 
     def act(self, x: np.ndarray) -> np.ndarray:
@@ -184,8 +184,8 @@ class CoagentLayer(AgentBase):
     def _subset_mask(self) -> np.ndarray:
         if self._mask is None or self.stats.forwards % self.subset_every == 0:
             chosen = self.rng.choice(self.n_units, size=self.subset_size, replace=False)
-            self._mask = np.zeros(self.n_units, dtype=bool)
-            self._mask[chosen] = True
+            self._mask = np.zeros((*self._lead, self.n_units), dtype=bool)
+            np.put_along_axis(self._mask, chosen, True, axis=-1)
         return self._mask
 
     def _learn_if_complete(self, sid: int, entry: PendingBatch):
@@ -233,7 +233,7 @@ class CoagentLayer(AgentBase):
             raise CheckpointError(f"{self.name}: batch {sid} in flight: actions must lie in "
                                   f"[0, {self.unit.n_actions}), got {action.min()}..{action.max()}")
         if entry["mask"] is not None:
-            check_like(entry["mask"], np.zeros(self.n_units, dtype=bool),
+            check_like(entry["mask"], np.zeros((*self._lead, self.n_units), dtype=bool),
                        f"{self.name}: batch {sid} in flight: mask")
 
     def _extra_state(self) -> dict:
@@ -253,7 +253,8 @@ class CoagentLayer(AgentBase):
         self.rule.load_state_dict(state, self.name)
         mask = state["subset_mask"]
         if mask is not None:
-            check_like(mask, np.zeros(self.n_units, dtype=bool), f"{self.name}: subset_mask")
+            check_like(mask, np.zeros((*self._lead, self.n_units), dtype=bool),
+                       f"{self.name}: subset_mask")
         self._mask = None if mask is None else np.asarray(mask, dtype=bool).copy()
 
 
@@ -295,7 +296,7 @@ class SupervisedLearner(AgentBase):
             return None
         if labels is None:
             raise ProtocolError(f"{self.name}: batch {sid} arrived without its labels")
-        labels = self.objective.check_target(labels, len(entry.x))
+        labels = self.objective.check_target(labels, entry.x.shape[:-1])
         del self._pending[sid]
         self.stats.record_staleness(self.version - entry.version)
         self.net.backward(entry.cache, self.objective.loss_grad(entry.out, labels))

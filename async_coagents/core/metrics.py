@@ -9,6 +9,8 @@ policies and its sparsity, measured on the greedy pass (`paper_method.md` §4.2-
   fraction with a non-zero greedy output.
 
 A layer reports sums (:class:`LayerActivity`) so that chunks — and remote layers — combine cheaply.
+With replicas (``core/replicas.py``) the sums are per replica and :func:`evaluate_with` returns one
+metrics dict per replica, each computed on its replica's slice as a separate run computes it.
 """
 
 from __future__ import annotations
@@ -30,10 +32,15 @@ class LayerActivity:
 
     @classmethod
     def of(cls, unit, dist: np.ndarray, action: np.ndarray) -> LayerActivity:
-        """The sums for one batch of policies ``dist`` and greedy actions ``action (B, U)``."""
+        """The sums for one batch of policies ``dist`` and greedy actions ``action (B, U)`` (or
+        ``(R, B, U)``: sums per replica)."""
         activity = unit.activity(action)
-        return cls(len(dist), unit.entropy(dist).sum(axis=0, dtype=np.float64),
-                   float(activity.sum(dtype=np.float64)), activity.size)
+        entropy = unit.entropy(dist).sum(axis=-2, dtype=np.float64)
+        if action.ndim == 2:
+            return cls(len(dist), entropy, float(activity.sum(dtype=np.float64)), activity.size)
+        per_replica = activity.reshape(len(activity), -1)
+        return cls(action.shape[-2], entropy, per_replica.sum(axis=-1, dtype=np.float64),
+                   per_replica.shape[-1])
 
     def merge(self, other: LayerActivity) -> LayerActivity:
         if self.entropy_sum is None:
@@ -43,8 +50,13 @@ class LayerActivity:
                              self.activity_count + other.activity_count)
 
     def unit_entropy(self) -> np.ndarray:
-        """Mean entropy of each unit over the examples seen, ``(U,)``."""
+        """Mean entropy of each unit over the examples seen, ``(U,)`` (``(R, U)``)."""
         return self.entropy_sum / self.n
+
+    def replica(self, r: int) -> LayerActivity:
+        """Replica ``r``'s sums, as its separate run's layer reports them."""
+        return LayerActivity(self.n, self.entropy_sum[r], float(self.activity_sum[r]),
+                             self.activity_count)
 
     def sparsity(self) -> float:
         return self.activity_sum / self.activity_count
@@ -61,23 +73,34 @@ LAYER_METRICS = ("entropy", "entropy_std", "sparsity")
 
 
 def evaluate_with(measure: Measure, objective, x: np.ndarray, y: np.ndarray, *, chunk: int = 8192,
-                  unit_entropy: bool = False) -> dict:
+                  unit_entropy: bool = False, replicas: int | None = None) -> dict | list[dict]:
     """Greedy evaluation through ``measure(x) -> (prediction, activity per hidden layer)``.
 
     Returns the objective's metrics (``accuracy`` and ``ce``, or ``mse``), and per hidden layer
     lists ``entropy`` (mean over units, §4.3), ``entropy_std`` (its spread over units, which the
     paper's entropy plots shade) and ``sparsity`` (§4.4); per-unit lists ``unit_entropy`` on
-    request.
+    request. With ``replicas`` R: a list of R such dicts; ``x`` is ``(N, d)`` shared by every
+    replica or ``(R, N, d)`` one set per replica (``y`` likewise).
     """
-    if len(x) == 0:
+    n = x.shape[-2] if x.ndim > 1 else len(x)
+    if n == 0:
         raise ValueError("cannot evaluate on an empty set")
     predictions, meters = [], None
-    for start in range(0, len(x), chunk):
-        prediction, activity = measure(x[start:start + chunk])
+    for start in range(0, n, chunk):
+        prediction, activity = measure(x[..., start:start + chunk, :])
         predictions.append(prediction)
         meters = activity if meters is None else [
             m.merge(a) for m, a in zip(meters, activity, strict=True)]
-    metrics = objective.metrics(np.concatenate(predictions), y)
+    prediction = np.concatenate(predictions, axis=-2)
+    if replicas is None:
+        return _metrics(objective, prediction, y, meters, unit_entropy)
+    return [_metrics(objective, prediction[r], y if y.ndim == 1 else y[r],
+                     [m.replica(r) for m in meters], unit_entropy) for r in range(replicas)]
+
+
+def _metrics(objective, prediction: np.ndarray, y: np.ndarray, meters: list[LayerActivity],
+             unit_entropy: bool) -> dict:
+    metrics = objective.metrics(prediction, y)
     entropies = [m.unit_entropy() for m in meters]
     metrics["entropy"] = [float(h.mean()) for h in entropies]
     metrics["entropy_std"] = [float(h.std()) for h in entropies]
@@ -89,6 +112,7 @@ def evaluate_with(measure: Measure, objective, x: np.ndarray, y: np.ndarray, *, 
 
 def evaluate(network, x: np.ndarray, y: np.ndarray, *, chunk: int = 8192,
              unit_entropy: bool = False) -> dict:
-    """Greedy evaluation of an in-process ``network`` on ``x (N, d)``, ``y (N,)``."""
+    """Greedy evaluation of an in-process ``network`` on ``x (N, d)``, ``y (N,)`` (one dict per
+    replica for a replicated network)."""
     return evaluate_with(network.measure, network.objective, x, y, chunk=chunk,
-                         unit_entropy=unit_entropy)
+                         unit_entropy=unit_entropy, replicas=network.replicas)

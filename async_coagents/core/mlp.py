@@ -8,6 +8,10 @@ optimizer steps a whole network with a handful of numpy calls.
 
 Initialisation is torch's ``nn.Linear`` default, as in the paper's code (§2): every weight and
 bias i.i.d. ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+
+With ``replicas`` R (``core/replicas.py``) every array has a leading replica axis: ``params``
+``(R, P)``, ``W_l`` ``(R, n, m)``, inputs ``(R, B, n)`` (or one ``(B, n)`` shared by all, as in
+evaluation); the arithmetic is on the trailing axes, so replica r computes what one network does.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from async_coagents.core.replicas import leading, replicas_of
 from async_coagents.errors import CheckpointError, ConfigError
 
 HIDDEN_ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "straight_through")
@@ -44,6 +49,7 @@ class MLP:
         rng: np.random.Generator | None = None,
         dtype: np.dtype | str = np.float64,
         zero_init: bool = False,
+        replicas: int | None = None,
     ) -> None:
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
@@ -55,27 +61,33 @@ class MLP:
         self.sizes = sizes
         self.activation = activation
         self.dtype = np.dtype(dtype)
+        self.replicas = replicas if replicas is not None else replicas_of(rng)
         shapes = list(itertools.pairwise(sizes))
-        self.params = np.zeros(sum(i * o + o for i, o in shapes), dtype=self.dtype)
+        self.params = np.zeros((*leading(self.replicas), sum(i * o + o for i, o in shapes)),
+                               dtype=self.dtype)
         self.grad = np.zeros_like(self.params)
         self.weights, self.biases = self._views(self.params, shapes)
         self.grad_weights, self.grad_biases = self._views(self.grad, shapes)
+        self._bias_rows = [b[..., None, :] for b in self.biases]  # b broadcast over the batch
         if not zero_init:
             if rng is None:
                 raise ConfigError("an MLP that is not zero-initialised needs an init rng")
             for w, b in zip(self.weights, self.biases, strict=True):
-                bound = 1.0 / np.sqrt(w.shape[0])
+                bound = 1.0 / np.sqrt(w.shape[-2])  # fan_in
                 w[...] = rng.uniform(-bound, bound, size=w.shape)
                 b[...] = rng.uniform(-bound, bound, size=b.shape)
 
     @staticmethod
     def _views(flat: np.ndarray, shapes: list[tuple[int, int]]):
         weights, biases, offset = [], [], 0
+        lead = flat.shape[:-1]
         for n_in, n_out in shapes:
-            weights.append(flat[offset:offset + n_in * n_out].reshape(n_in, n_out))
+            weights.append(flat[..., offset:offset + n_in * n_out].reshape(*lead, n_in, n_out))
             offset += n_in * n_out
-            biases.append(flat[offset:offset + n_out])
+            biases.append(flat[..., offset:offset + n_out])
             offset += n_out
+        for view in weights:  # views, never copies: the optimizer steps params in place
+            assert np.shares_memory(view, flat)
         return weights, biases
 
     @property
@@ -94,7 +106,7 @@ class MLP:
     def forward(
         self, x: np.ndarray, rng: np.random.Generator | None = None
     ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """``x (B, d_in)`` -> ``(out (B, d_out), cache)``; ``cache`` feeds :meth:`backward`.
+        """``x (..., B, d_in)`` -> ``(out (..., B, d_out), cache)``; ``cache`` feeds :meth:`backward`.
 
         ``rng`` is used only by straight-through units: given, they sample (training); absent,
         they act greedily (evaluation).
@@ -102,7 +114,7 @@ class MLP:
         last = len(self.weights) - 1
         cache = []
         h = x
-        for layer, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+        for layer, (w, b) in enumerate(zip(self.weights, self._bias_rows, strict=True)):
             cache.append(h)
             z = h @ w
             z += b
@@ -154,11 +166,11 @@ class MLP:
         d = d_out
         for layer in range(len(self.weights) - 1, -1, -1):
             h = cache[2 * layer]
-            np.matmul(h.T, d, out=self.grad_weights[layer])
-            np.sum(d, axis=0, out=self.grad_biases[layer])
+            np.matmul(h.swapaxes(-1, -2), d, out=self.grad_weights[layer])
+            np.sum(d, axis=-2, out=self.grad_biases[layer])
             if layer == 0 and not input_grad:
                 return None
-            d = d @ self.weights[layer].T
+            d = d @ self.weights[layer].swapaxes(-1, -2)
             if layer > 0:
                 d = self._activation_backward(d, cache[2 * layer - 1])
         return d
@@ -167,10 +179,11 @@ class MLP:
         # weights and biases are views of params: rebuild them after unpickling instead of
         # letting pickle turn them into separate arrays (grad is scratch space)
         return {"sizes": self.sizes, "activation": self.activation, "dtype": self.dtype.str,
-                "params": self.params}
+                "params": self.params, "replicas": self.replicas}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["sizes"], state["activation"], dtype=state["dtype"], zero_init=True)
+        self.__init__(state["sizes"], state["activation"], dtype=state["dtype"], zero_init=True,
+                      replicas=state.get("replicas"))
         self.params[...] = state["params"]
 
     def load_params(self, params: np.ndarray, what: str = "network") -> None:

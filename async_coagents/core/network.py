@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
@@ -312,6 +313,11 @@ class Network:
         return self.layers[-1]
 
     @property
+    def replicas(self) -> int | None:
+        """R for a network of R replicas on a leading axis (``core/replicas.py``), else None."""
+        return self.output.replicas
+
+    @property
     def agents(self) -> list:
         """Every agent, bottom to top: each layer, or each node group of a split layer."""
         return [agent for layer in self.layers for agent in getattr(layer, "groups", [layer])]
@@ -359,8 +365,15 @@ class Network:
             self.input_baseline.load_state_dict(state["input_baseline"])
 
 
-def build_network(spec: NetworkSpec, seed: int) -> Network:
-    """Build every layer agent of ``spec`` with its own init and sampling streams of ``seed``."""
+def build_network(spec: NetworkSpec, seed: int | Sequence[int]) -> Network:
+    """Build every layer agent of ``spec`` with its own init and sampling streams of ``seed``.
+
+    A sequence of seeds builds R replicas on a leading axis (``core/replicas.py``): replica r is,
+    bit for bit, the network this function builds for ``seed[r]``.
+    """
+    replicas = None if isinstance(seed, int | np.integer) else len(seed)
+    if replicas is not None and replicas < 1:
+        raise ConfigError("replicas need at least one seed")
     objective = make_objective(spec.task, spec.n_outputs, spec.resolved_output, spec.miss_reward)
     rule = get_rule(spec.rule)
     dtype = np.dtype(spec.dtype)
@@ -389,7 +402,7 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
             net = MLP(sizes, activation, rng=init_rng, dtype=dtype)
             learner = Readout if len(sizes) == 2 else BackpropNetwork
             layers.append(learner(names[index], net, objective,
-                                  optimizer(net.params.size, spec.lr_of(index)),
+                                  optimizer(net.params.shape, spec.lr_of(index)),
                                   sampling_rng=sampling_rng, options=options))
             continue
         if kind == "gaussian-output":
@@ -408,9 +421,10 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
             baseline_decay=spec.baseline_decay, reinforce_updates=spec.reinforce_updates,
             critic_layers=spec.critic_layers, critic_units=spec.critic_units,
             critic_lr_ratio=spec.critic_lr_ratio,
-            critic_rng=lambda index=index: seeding.generator(seed, "init", index, _CRITIC))
+            critic_rng=lambda index=index: seeding.generator(seed, "init", index, _CRITIC),
+            replicas=replicas)
         layers.append(CoagentLayer(
-            names[index], net, unit, optimizer(net.params.size, spec.lr_of(index)),
+            names[index], net, unit, optimizer(net.params.shape, spec.lr_of(index)),
             sampling_rng=sampling_rng, rule=rule.build(settings), options=options))
     for lower, upper in itertools.pairwise(layers):  # routing follows from the rules (§3.6)
         if isinstance(lower, CoagentLayer):
@@ -424,7 +438,9 @@ def build_network(spec: NetworkSpec, seed: int) -> Network:
     input_baseline = None
     if rule.broadcasts_advantage:
         input_baseline = InputBaselineAgent(
-            StateBaseline(spec.n_inputs, optimizer(spec.n_inputs + 1, spec.lr_of(0)), dtype),
+            StateBaseline(spec.n_inputs,
+                          optimizer(StateBaseline.shape(spec.n_inputs, replicas), spec.lr_of(0)),
+                          dtype, replicas),
             spec.max_pending)
     return Network(spec, layers, objective, input_baseline)
 

@@ -1,6 +1,8 @@
 """Optimizers SGD, RMSprop and Adam with the exact formulas of torch 1.4-1.7 (`paper_method.md` §6.1).
 
-Each optimizer steps one flat parameter vector in place (see :class:`~async_coagents.core.mlp.MLP`).
+Each optimizer steps one flat parameter vector in place (see :class:`~async_coagents.core.mlp.MLP`),
+or the ``(R, P)`` vectors of R replicas at once: every formula is element-wise and the step count is
+shared, since replicas step in lockstep.
 The paper uses one optimizer over the whole network; because all three are element-wise, one
 optimizer per layer with the same hyperparameters is the same thing, which is what lets every
 layer be an independent agent.
@@ -21,7 +23,7 @@ class Optimizer:
 
     name = "optimizer"
 
-    def __init__(self, size: int, lr: float, dtype: np.dtype | str) -> None:
+    def __init__(self, size: int | tuple[int, ...], lr: float, dtype: np.dtype | str) -> None:
         if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
             raise ConfigError(f"learning rate must be a finite number > 0, got {lr!r}")
         self.lr = float(lr)
@@ -38,7 +40,7 @@ class Optimizer:
         """The hyperparameters besides the learning rate."""
         return {}
 
-    def fresh(self, size: int) -> Optimizer:
+    def fresh(self, size: int | tuple[int, ...]) -> Optimizer:
         """A new optimizer of the same kind and hyperparameters for ``size`` parameters."""
         return type(self)(size, self.lr, self._tmp.dtype, **self.hyper())
 
@@ -165,7 +167,7 @@ def _check_unit_interval(name: str, value: float) -> None:
 OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam}
 
 
-def make_optimizer(name: str, size: int, lr: float, dtype: np.dtype | str = np.float64,
+def make_optimizer(name: str, size: int | tuple[int, ...], lr: float, dtype: np.dtype | str = np.float64,
                    **hyper: float) -> Optimizer:
     """Build an optimizer by name (``sgd``, ``rmsprop``, ``adam``) for a flat vector of ``size``.
 

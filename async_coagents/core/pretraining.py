@@ -35,6 +35,6 @@ def switch_to_sgd(network: Network, lr_divisor: float = 128.0) -> None:
     """Replace every layer's policy optimizer by plain SGD with ``lr / lr_divisor`` (§5.4)."""
     for index, layer in enumerate(network.layers):
         lr = network.spec.lr_of(index) / lr_divisor
-        layer.set_optimizer(SGD(layer.net.params.size, lr, layer.dtype))
+        layer.set_optimizer(SGD(layer.net.params.shape, lr, layer.dtype))
 
 

@@ -9,7 +9,8 @@ Two families cover every unit type of the paper (`paper_method.md` §2):
 * :class:`Gaussian` — a mean per unit, fixed sigma on the pre-activation, identity or ReLU after (§2.5).
 
 Shapes: ``B`` examples, ``U`` units, ``K`` actions. Pre-activations ``z`` are ``(B, U*K)`` with unit
-``u`` owning columns ``u*K .. u*K+K-1`` (the row-major reshape of the paper's code).
+``u`` owning columns ``u*K .. u*K+K-1`` (the row-major reshape of the paper's code). Every method
+works on the trailing axes, so replicas (a leading ``R`` axis, ``core/replicas.py``) pass through.
 """
 
 from __future__ import annotations
@@ -69,22 +70,22 @@ class Categorical:
 
     def policy(self, z: np.ndarray) -> np.ndarray:
         """Softmax over each unit's K logits: ``z (B, U*K)`` -> probabilities ``(B, U, K)``."""
-        z = z.reshape(z.shape[0], -1, self.n_actions)
-        e = np.exp(z - z.max(axis=2, keepdims=True))
-        e /= e.sum(axis=2, keepdims=True)
+        z = z.reshape(*z.shape[:-1], -1, self.n_actions)
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        e /= e.sum(axis=-1, keepdims=True)
         return e
 
     def sample(self, dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One action index per unit, ``(B, U)`` int: inverse-CDF with one uniform per unit."""
-        u = rng.random(dist.shape[:2], dtype=dist.dtype)
+        u = rng.random(dist.shape[:-1], dtype=dist.dtype)
         if self.n_actions == 2:
-            return (u >= dist[:, :, 0]).astype(np.intp)
-        cdf = np.cumsum(dist[:, :, :-1], axis=2)
-        return (cdf <= u[:, :, None]).sum(axis=2)
+            return (u >= dist[..., 0]).astype(np.intp)
+        cdf = np.cumsum(dist[..., :-1], axis=-1)
+        return (cdf <= u[..., None]).sum(axis=-1)
 
     def greedy(self, dist: np.ndarray) -> np.ndarray:
         """The per-unit argmax action ``(B, U)`` (exact ties have probability zero)."""
-        return dist.argmax(axis=2)
+        return dist.argmax(axis=-1)
 
     def transition(self, action: np.ndarray, dtype: np.dtype | None = None) -> np.ndarray:
         """The state passed to the next layer, ``phi(a)`` of §2.2, as floats ``(B, U)``."""
@@ -99,9 +100,13 @@ class Categorical:
 
     @staticmethod
     def _at_action(dist: np.ndarray, action: np.ndarray) -> tuple:
-        """The index of each unit's chosen action in ``dist (B, U, K)`` (plain fancy indexing:
-        a third of the cost of ``take_along_axis`` at small batches)."""
-        return (np.arange(dist.shape[0])[:, None], np.arange(dist.shape[1])[None, :], action)
+        """The index of each unit's chosen action in ``dist (..., B, U, K)`` (plain fancy
+        indexing: a third of the cost of ``take_along_axis`` at small batches)."""
+        if dist.ndim == 3:
+            return (np.arange(dist.shape[0])[:, None], np.arange(dist.shape[1])[None, :], action)
+        n = dist.ndim - 1
+        return (*(np.arange(size).reshape([-1 if i == axis else 1 for i in range(n)])
+                  for axis, size in enumerate(dist.shape[:-1])), action)
 
     def _chosen(self, dist: np.ndarray, action: np.ndarray) -> np.ndarray:
         return dist[self._at_action(dist, action)]
@@ -116,13 +121,13 @@ class Categorical:
         p_a = dist[at]
         g = -dist
         g[at] = 1.0 - p_a
-        g *= (p_a / (p_a + LOG_EPS))[:, :, None]
-        return g.reshape(dist.shape[0], -1)
+        g *= (p_a / (p_a + LOG_EPS))[..., None]
+        return g.reshape(*dist.shape[:-2], -1)
 
     def entropy(self, dist: np.ndarray) -> np.ndarray:
         """Per-example, per-unit entropy in nats with ``p + 1e-9`` (§4.3), ``(B, U)``."""
         p = dist + ENTROPY_EPS
-        return -(p * np.log(p)).sum(axis=2)
+        return -(p * np.log(p)).sum(axis=-1)
 
     def activity(self, action: np.ndarray) -> np.ndarray:
         """How 'on' each unit is, in [0, 1]: ``a/(K-1)`` (§4.4; normalised for K > 2, see docs)."""
@@ -147,7 +152,7 @@ class OneHotCategorical(Categorical):
         """``phi(a)``: one one-hot block of K columns per unit, ``(B, U*K)``."""
         h = np.zeros((*action.shape, self.n_actions), dtype=dtype or np.float64)
         np.put_along_axis(h, action[..., None], 1.0, axis=-1)
-        return h.reshape(action.shape[0], -1)
+        return h.reshape(*action.shape[:-1], -1)
 
     def width(self, n_units: int) -> int:
         return n_units * self.n_actions

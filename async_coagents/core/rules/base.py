@@ -74,12 +74,15 @@ class RuleSettings:
     critic_units: int = 1024
     critic_lr_ratio: float = 2.0
     critic_rng: Callable[[], np.random.Generator] | None = None  # the critic's init stream
+    replicas: int | None = None  # R replicas on a leading axis (core/replicas.py)
 
     def ema_baseline(self) -> EmaBaseline:
-        return EmaBaseline(self.baseline_decay)
+        return EmaBaseline(self.baseline_decay, replicas=self.replicas)
 
     def state_baseline(self) -> StateBaseline:
-        return StateBaseline(self.n_state, self.optimizer(self.n_state + 1, self.lr), self.dtype)
+        shape = StateBaseline.shape(self.n_state, self.replicas)
+        return StateBaseline(self.n_state, self.optimizer(shape, self.lr), self.dtype,
+                             self.replicas)
 
     def critic(self) -> ActionValueCritic:
         return ActionValueCritic(
@@ -166,16 +169,18 @@ class Rule:
         """
         g = self.signal(step)
         d = step.unit.score_grad(step.dist, step.action)
-        if step.mask is not None:
-            d.reshape(len(d), len(step.mask), -1)[:, ~step.mask] = 0.0
-        if g.ndim == 1:
-            d *= (g * (-1.0 / len(g)))[:, None]
+        if step.mask is not None:  # (U,), or (R, U) per replica
+            per_unit = d.reshape(*step.action.shape, -1)
+            per_unit[...] = np.where(step.mask[..., None, :, None], per_unit, 0.0)
+        batch = step.action.shape[:-1]  # (B,) or (R, B)
+        if g.shape == batch:
+            d *= (g * (-1.0 / batch[-1]))[..., None]
         else:  # one return per unit
-            if g.shape != step.action.shape[:2]:
+            if g.shape != step.action.shape:
                 raise ProtocolError(f"{type(self).__name__}.signal gave returns of shape "
-                                    f"{g.shape}; per unit they are {step.action.shape[:2]}")
-            per_unit = d.reshape(len(d), g.shape[1], -1)
-            per_unit *= (g * (-1.0 / len(g)))[:, :, None]
+                                    f"{g.shape}; per unit they are {step.action.shape}")
+            per_unit = d.reshape(*g.shape, -1)
+            per_unit *= (g * (-1.0 / batch[-1]))[..., None]
         return d
 
     def after_step(self, step: Step) -> None:

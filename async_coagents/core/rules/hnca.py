@@ -106,14 +106,15 @@ def counterfactual_log_probs(step: Step) -> np.ndarray:
     k = step.unit.n_logits
     z, w = policy(s), policy.weights[0]  # the pre-step pre-activations (B, U*K); W (J, U*K)
     if k == 2:  # only the gaps z_1 - z_0 matter: (B, U) instead of (B, U*2)
-        z, w = z[:, 1::2] - z[:, 0::2], w[:, 1::2] - w[:, 0::2]
+        z, w = z[..., 1::2] - z[..., 0::2], w[..., 1::2] - w[..., 0::2]
     actual = chosen_log_prob(z, step.action, k)  # (B,)
     flip = 1.0 - 2.0 * s  # (B, J): (1 - s_j) - s_j, the change of input j when it is flipped
-    z_flipped = z[:, None, :] + flip[:, :, None] * w[None, :, :]  # rank-1 per j: (B, J, ...)
-    flipped = chosen_log_prob(z_flipped, step.action[:, None, :], k)  # (B, J)
+    # rank-1 per j: (B, J, ...); the leading axes are the replicas' (core/replicas.py)
+    z_flipped = z[..., None, :] + flip[..., :, None] * w[..., None, :, :]
+    flipped = chosen_log_prob(z_flipped, step.action[..., None, :], k)  # (B, J)
     on = s == 1.0
-    actual = np.broadcast_to(actual[:, None], flipped.shape)
-    return np.stack([np.where(on, flipped, actual), np.where(on, actual, flipped)], axis=2)
+    actual = np.broadcast_to(actual[..., None], flipped.shape)
+    return np.stack([np.where(on, flipped, actual), np.where(on, actual, flipped)], axis=-1)
 
 
 def credit_factor(fire_rate: np.ndarray, message: np.ndarray) -> np.ndarray:
@@ -151,8 +152,9 @@ class Hnca(GlobalBaseline):
 
     @staticmethod
     def make_baseline(settings: RuleSettings) -> EmaBaseline | NoBaseline:
-        baseline = EmaBaseline(settings.baseline_decay)
-        baseline.value = 0.0  # Young: b = 0 before the first batch, then gamma b + (1-gamma) R
+        baseline = EmaBaseline(settings.baseline_decay, replicas=settings.replicas)
+        # Young: b = 0 before the first batch, then gamma b + (1-gamma) R
+        baseline.value = 0.0 if settings.replicas is None else np.zeros(settings.replicas)
         return baseline
 
     @classmethod
@@ -200,14 +202,14 @@ class Hnca(GlobalBaseline):
         if step.feedback is None:
             return super().policy_grad(step)
         g = self.signal(step)  # (B,) R - b
-        p = np.clip(step.dist[:, :, 1], MIN_FIRE_RATE, 1.0 - MIN_FIRE_RATE)
+        p = np.clip(step.dist[..., 1], MIN_FIRE_RATE, 1.0 - MIN_FIRE_RATE)
         d1 = credit_factor(p, step.feedback)
         d1 *= p * (1.0 - p)  # dp/dz_1
-        d1 *= (g * (-1.0 / len(g)))[:, None]
-        d = np.stack([-d1, d1], axis=2)  # dp/dz_0 = -dp/dz_1
+        d1 *= (g * (-1.0 / g.shape[-1]))[..., None]
+        d = np.stack([-d1, d1], axis=-1)  # dp/dz_0 = -dp/dz_1
         if step.mask is not None:
-            d[:, ~step.mask] = 0.0
-        return d.reshape(len(d), -1)
+            d = np.where(step.mask[..., None, :, None], d, 0.0)
+        return d.reshape(*d.shape[:-2], -1)
 
 
 class HncaPlain(Hnca):

@@ -158,8 +158,8 @@ class WeightMax(Rule):
         if not stepped:  # a frozen layer (§2.4) took no step and changed no weight
             return np.zeros(step.state.shape, dtype=step.dtype)
         ascent = self.policy_grad(step)  # dJ/dz (B, U*K) = -(1/B) G dlog pi/dz, 0 off the subset
-        ascent *= -len(ascent)  # the per-example ascent direction on z, Chung's w_update / s
+        ascent *= -ascent.shape[-2]  # the per-example ascent direction on z, Chung's w_update / s
         weights = step.policy.weights[0]  # W' (n_below, U*K): the outgoing weights, post-step
-        change = ascent @ weights.T  # sum_c W'[j, c] G dlog pi / dz_c   (B, n_below)
+        change = ascent @ weights.swapaxes(-1, -2)  # sum_c W'[j, c] G dlog pi / dz_c (B, n_below)
         change *= NORM_POWER * step.state  # p |w|^(p-1) sign(w) = 2 w; Delta_{b,j,c} has s_{b,j}
         return change
