@@ -124,6 +124,11 @@ class CoordinatedBackend:
     def _grad_variance(self) -> list[float | None]:
         return [agent.take_grad_variance() for agent in self.network.agents]
 
+    def _non_finite(self) -> set[int]:
+        agents = [*self.network.agents, *([self.network.input_baseline]
+                                          if self.network.input_baseline is not None else [])]
+        return set().union(*(agent.take_non_finite() for agent in agents))
+
     def _placement(self) -> list[dict]:
         return [{"name": agent.name, "node_id": "local"} for agent in self.network.agents]
 
@@ -161,6 +166,14 @@ class CoordinatedBackend:
         not recorded, or no batch since)."""
         self._settle()
         return self._grad_variance()
+
+    def take_non_finite(self) -> set[int]:
+        """The replicas (of a replicated network) that sent an agent a message that was not
+        finite since the previous call (its values were set to 0; ``core/agent.py``)."""
+        if self.network.replicas is None:
+            return set()
+        self._settle()
+        return self._non_finite()
 
     def describe(self) -> dict:
         """Where the agents run."""

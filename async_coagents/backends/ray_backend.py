@@ -250,6 +250,9 @@ class LayerActor:
     def take_grad_variance(self) -> float | None:
         return self.agent.take_grad_variance()
 
+    def take_non_finite(self) -> set[int]:
+        return self.agent.take_non_finite()
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -276,7 +279,12 @@ def _starting_agent(agent, held: list):
 
 def _join(inputs: tuple[np.ndarray, ...]) -> np.ndarray:
     """The layer input: one array, or the outputs of the previous layer's node groups side by side."""
-    return inputs[0] if len(inputs) == 1 else np.concatenate(inputs, axis=1)
+    return inputs[0] if len(inputs) == 1 else np.concatenate(inputs, axis=-1)
+
+
+def _rows(x: np.ndarray) -> int:
+    """Examples in a batch, over every replica (``(B, n)`` or ``(R, B, n)``)."""
+    return int(np.prod(np.shape(x)[:-1]))
 
 
 def get(refs):
@@ -434,7 +442,7 @@ class RayTransport(Transport):
 
     def _send_forward(self, layer: int, sid: int, x, rewards: list[Reward]) -> Forward:
         sources = list(x) if isinstance(x, Forward) else [x]
-        rows = sources[0].rows if isinstance(sources[0], Message) else len(x)
+        rows = sources[0].rows if isinstance(sources[0], Message) else _rows(x)
         inputs = [_resolve(s) for s in sources]
         shared = len(self.index[layer]) > 1 and not isinstance(x, Forward)
         if shared:
@@ -448,7 +456,7 @@ class RayTransport(Transport):
         return handle
 
     def _send_reward(self, layer: int, sid: int, r: np.ndarray, labels):
-        messages = [self._send(actor, "reward", (sid, r, labels), [], rows=len(r))
+        messages = [self._send(actor, "reward", (sid, r, labels), [], rows=r.size)
                     for actor in self.index[layer]]
         self._track(messages)
         self._probe(self.index[layer])
@@ -972,6 +980,11 @@ class RayBackend(CoordinatedBackend):
 
     def _grad_variance(self) -> list[float | None]:
         return get([actor.take_grad_variance.remote() for actor in self.transport.flat_actors])
+
+    def _non_finite(self) -> set[int]:
+        remote = get([actor.take_non_finite.remote() for actor in self.transport.flat_actors])
+        baseline = self.network.input_baseline  # it lives in the driver on every backend
+        return set().union(*remote, baseline.take_non_finite() if baseline is not None else set())
 
     def _pull(self) -> None:
         self.transport.drain()

@@ -207,29 +207,20 @@ class Run:
     # ---- evaluation -------------------------------------------------------------------------
     def _evaluate(self) -> dict:
         s, phase = self.state, self.phase
-        row = {"step": s.updates, "samples": s.samples, "wall_s": round(s.wall_s, 3),
-               "train_loss": s.loss_sum / s.loss_batches if s.loss_batches else None}
-        if self.pretraining is not None:
-            row["phase"] = phase.name
         measured: dict[tuple[int, int], dict] = {}  # a split that is another's arrays is evaluated once
+        by_split = {}
         for split_name, split in self.workload.eval_sets.items():
             key_of_split = id(split.x), id(split.y)
             if key_of_split not in measured:
                 measured[key_of_split] = phase.evaluate(split.x, split.y)
-            for key, value in measured[key_of_split].items():
-                if key in LAYER_METRICS:
-                    if split_name == "test":
-                        row[key] = value
-                else:
-                    row[f"{split_name}_{key}"] = value
+            by_split[split_name] = measured[key_of_split]
+        staleness = grad_variance = None
         if phase is self.coagent:  # the agents' staleness; the twin's is not the network's
             staleness = self.backend.take_staleness()
-            row["staleness_mean"] = [mean for mean, _ in staleness]
-            row["staleness_max"] = [peak for _, peak in staleness]
             if self.record_grad_variance:
-                row["grad_variance"] = self.backend.take_grad_variance()
-        row["samples_per_s"] = s.interval_samples / s.interval_train_s if s.interval_train_s else None
-        s.loss_sum, s.loss_batches, s.interval_samples, s.interval_train_s = 0.0, 0, 0, 0.0
+                grad_variance = self.backend.take_grad_variance()
+        row = evaluation_row(s, by_split, phase.name if self.pretraining is not None else None,
+                             staleness, grad_variance)
         self.directory.append_metrics(row)
         return row
 
@@ -237,22 +228,8 @@ class Run:
     def summary(self, status: str, error: str | None = None,
                 diverged: dict | None = None) -> dict:
         """The run's ``summary.json``; ``diverged`` (update and loss) for a diverged run."""
-        s, w = self.state, self.workload
-        rows = self.directory.metrics()
-        final = rows[-1] if rows else {}
-        described = self.backend.describe()
-        return {
-            "name": self.name, "status": status, "error": error, "version": __version__,
-            **({"diverged": diverged} if diverged is not None else {}),
-            "updates": s.updates, "updates_total": w.updates, "samples": s.samples,
-            "wall_s": round(s.wall_s, 3), "train_s": round(s.train_s, 3),
-            "samples_per_s": s.samples / s.train_s if s.train_s else None,
-            "updates_per_s": s.updates / s.train_s if s.train_s else None,
-            "final": {k: v for k, v in final.items() if k not in _INTERVAL_LISTS},
-            "train": prequential(s),
-            "accounting": accounting(s, self.pretrain_updates, self.backend.layer_stats()),
-            "backend": described.pop("backend"), **described,
-        }
+        return run_summary(self.name, self.state, self.workload.updates, self.directory.metrics(),
+                           self.backend, self.pretrain_updates, status, error, diverged)
 
     def save_checkpoint(self) -> None:
         state = {
@@ -286,6 +263,52 @@ class Run:
 #: Per-agent lists of a metrics row that describe the interval since the previous row, not the
 #: network at the row: left out of the summary's final metrics.
 _INTERVAL_LISTS = ("staleness_mean", "staleness_max", "grad_variance")
+
+
+def evaluation_row(s: Counters, by_split: dict[str, dict], phase: str | None,
+                   staleness: list | None, grad_variance: list | None) -> dict:
+    """One ``metrics.jsonl`` row from the run's counters ``s`` and each split's metrics; starts the
+    counters' next interval. ``phase`` names the phase of a run that pre-trains; ``staleness``
+    (per agent ``(mean, max)``) and ``grad_variance`` are the agents' intervals (coagent phase)."""
+    row = {"step": s.updates, "samples": s.samples, "wall_s": round(s.wall_s, 3),
+           "train_loss": s.loss_sum / s.loss_batches if s.loss_batches else None}
+    if phase is not None:
+        row["phase"] = phase
+    for split_name, metrics in by_split.items():
+        for key, value in metrics.items():
+            if key in LAYER_METRICS:
+                if split_name == "test":
+                    row[key] = value
+            else:
+                row[f"{split_name}_{key}"] = value
+    if staleness is not None:
+        row["staleness_mean"] = [mean for mean, _ in staleness]
+        row["staleness_max"] = [peak for _, peak in staleness]
+        if grad_variance is not None:
+            row["grad_variance"] = grad_variance
+    row["samples_per_s"] = s.interval_samples / s.interval_train_s if s.interval_train_s else None
+    s.loss_sum, s.loss_batches, s.interval_samples, s.interval_train_s = 0.0, 0, 0, 0.0
+    return row
+
+
+def run_summary(name: str, s: Counters, updates_total: int, rows: list[dict], backend,
+                pretrain_updates: int, status: str, error: str | None = None,
+                diverged: dict | None = None) -> dict:
+    """A run's ``summary.json`` from its counters, its metrics rows and its backend."""
+    final = rows[-1] if rows else {}
+    described = backend.describe()
+    return {
+        "name": name, "status": status, "error": error, "version": __version__,
+        **({"diverged": diverged} if diverged is not None else {}),
+        "updates": s.updates, "updates_total": updates_total, "samples": s.samples,
+        "wall_s": round(s.wall_s, 3), "train_s": round(s.train_s, 3),
+        "samples_per_s": s.samples / s.train_s if s.train_s else None,
+        "updates_per_s": s.updates / s.train_s if s.train_s else None,
+        "final": {k: v for k, v in final.items() if k not in _INTERVAL_LISTS},
+        "train": prequential(s),
+        "accounting": accounting(s, pretrain_updates, backend.layer_stats()),
+        "backend": described.pop("backend"), **described,
+    }
 
 
 def prequential(progress: Counters) -> dict:
