@@ -296,7 +296,7 @@ def test_a_ray_task_on_a_node_that_cannot_see_the_sweep_directory_fails_its_memb
     ((config, _),) = cfg.load("quickstart", ["run.updates=20"])
     elsewhere = tmp_path / "not-shared"  # what a node without the shared storage sees
     elsewhere.mkdir()
-    outcome = member_task(str(elsewhere / "member"), config, None, str(elsewhere))
+    (outcome,) = member_task([str(elsewhere / "member")], [config], None, str(elsewhere))
     assert outcome.status == "failed"
     assert outcome.error.startswith(f"the sweep directory {elsewhere} is not visible on node ")
     assert "storage every node sees" in outcome.error

@@ -107,6 +107,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "eval_train": Key("bool", False, "also evaluate on the training split (the paper does; "
                           "costs a pass over it)"),
         "seed": Key("int", 0, "seed of every random stream (data, init, sampling)", minimum=0),
+        "replicas": Key("int", 1, "R > 1: train the seeds run.seed .. run.seed + R - 1 as one "
+                        "network of R replicas on a leading array axis (bit for bit the R separate "
+                        "runs, each in its own run directory of a sweep; sets sweep.replicas)",
+                        minimum=1),
         "checkpoint_every": Key("int", 0, "updates between checkpoints; 0 = at every evaluation",
                                 minimum=0),
         "record_grad_variance": Key("bool", False, "record grad_variance in metrics.jsonl: per "
@@ -163,6 +167,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                            "checkpoint before it is marked failed", minimum=0),
         "address": Key("str", "", "ray: the cluster the members run on; empty = a private local "
                        "Ray instance"),
+        "replicas": Key("int", 1, "members that differ only in run.seed run up to this many at a "
+                        "time as one network of replicas (experiment/replicated.py; the numbers "
+                        "are those of separate runs)", minimum=1),
     },
 }
 TOP_LEVEL = {"name": Key("str", "experiment", "name of the experiment, one path component: letters, "
@@ -288,6 +295,7 @@ def expand_sweep(raw: dict, origin: str = "config") -> list[tuple[dict, dict]]:
     :data:`MAX_SWEEP_RUNS` runs.
     """
     check_tables(raw, origin)
+    raw = _replicas_as_seeds(raw, origin)
     axes: list[tuple[str, list]] = []
     for section, keys in SCHEMA.items():
         for key, value in (raw.get(section) or {}).items():
@@ -318,6 +326,25 @@ def expand_sweep(raw: dict, origin: str = "config") -> list[tuple[dict, dict]]:
             point[dotted] = value
         combos.append((config, point))
     return combos
+
+
+def _replicas_as_seeds(raw: dict, origin: str) -> dict:
+    """``run.replicas = R`` is the sweep ``run.seed = [seed .. seed + R - 1]`` packed R at a time
+    (``sweep.replicas = R``, unless set); each member is a plain run (``run.replicas = 1``)."""
+    run = raw.get("run") or {}
+    replicas = run.get("replicas", 1)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas <= 1:
+        return raw  # 1, or an error validate() names
+    seed = run.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"{origin}: run.replicas = {replicas} trains the seeds run.seed .. "
+                          f"run.seed + {replicas - 1}; run.seed must then be one integer >= 0, "
+                          f"got {seed!r} (to pack a sweep of seeds, set sweep.replicas)")
+    raw = copy.deepcopy(raw)
+    raw["run"].update(seed=list(range(seed, seed + replicas)), replicas=1)
+    sweep = raw.setdefault("sweep", {})
+    sweep.setdefault("replicas", replicas)
+    return raw
 
 
 def check_tables(raw: Any, origin: str) -> None:

@@ -126,6 +126,66 @@ def run_in(target: Path, config: dict, *, progress: bool | None = None,
         return Outcome(INTERRUPTED)
 
 
+def run_group_in(targets: list[Path], configs: list[dict], *, progress: bool | None = None,
+                 data_dir: str | None = None, address: str | None = None) -> list[Outcome]:
+    """Run a group of members that differ only in ``run.seed`` (:func:`pack`) as one replicated
+    network (``experiment/replicated.py``), each into its own directory: train them when none
+    has begun, resume them when all stopped at one update; one at a time (:func:`run_in`)
+    otherwise. What every executor runs for a group."""
+    from async_coagents.experiment.replicated import resume_replicas, train_replicas
+
+    if len(targets) == 1:
+        return [run_in(targets[0], configs[0], progress=progress, data_dir=data_dir,
+                       address=address)]
+    targets = [Path(t) for t in targets]
+    begun = [(t / "config.json").exists() for t in targets]
+    if any(begun) and not (all(begun) and len({_progress_of(t) for t in targets}) == 1):
+        return [run_in(t, c, progress=progress, data_dir=data_dir, address=address)
+                for t, c in zip(targets, configs, strict=True)]
+    try:
+        if all(begun):
+            summaries = resume_replicas(targets, progress=progress, data_dir=data_dir)
+        else:
+            summaries = train_replicas([validate(c) for c in configs], targets,
+                                       progress=progress, data_dir=data_dir)
+    except CoagentsError as exc:
+        return [Outcome(FAILED, str(exc)) for _ in targets]
+    except KeyboardInterrupt:
+        return [Outcome(INTERRUPTED) for _ in targets]
+    return [Outcome(s["status"], s.get("error"), s) for s in summaries]
+
+
+def _progress_of(target: Path) -> int | None:
+    """The update a begun member stopped at, from its summary (None: unknown)."""
+    summary = run_module.RunDirectory(target).summary()
+    return None if summary is None else summary.get("updates")
+
+
+def pack(members: list[Member], size: int, directory: Callable[[Member], Path]
+         ) -> list[list[Member]]:
+    """The members in order, in groups of up to ``size`` consecutive members that differ only in
+    ``run.seed`` and stand at the same point (none begun, or all stopped at one update): each
+    group trains as one replicated network. ``size`` 1: one member per group."""
+    from async_coagents.experiment.replicated import same_but_seed
+
+    groups: list[list[Member]] = []
+    for member in members:
+        last = groups[-1] if groups else None
+        if (last is not None and len(last) < size
+                and same_but_seed([last[0].config, member.config])
+                and _point_of(directory(last[0])) == _point_of(directory(member))):
+            last.append(member)
+        else:
+            groups.append([member])
+    return groups
+
+
+def _point_of(target: Path) -> tuple:
+    if not (target / "config.json").exists():
+        return ("new",)
+    return ("begun", _progress_of(target))
+
+
 @dataclass(frozen=True)
 class Execution:
     """Where a sweep's members run (the ``[sweep]`` section, with the command line's flags):
@@ -161,17 +221,20 @@ def execution(section: dict, *, executor: str | None = None, jobs: int | None = 
 
 
 class Executor(Protocol):
-    """Runs members elsewhere (:meth:`Sweep.run_parallel` drives it). A handle is any hashable
-    object naming one running member."""
+    """Runs members elsewhere (:meth:`Sweep.run_parallel` drives it), a group at a time (one
+    member, or members packed as replicas, :func:`pack`). A handle is any hashable object naming
+    one running group."""
 
     def slots(self) -> int:
-        """How many members may run at once now."""
+        """How many groups may run at once now."""
 
-    def start(self, member: Member, target: Path) -> object:
-        """Start running ``member`` into ``target`` (see :func:`run_in`); return its handle."""
+    def start(self, group: list[Member], targets: list[Path]) -> object:
+        """Start running ``group`` into ``targets`` (see :func:`run_group_in`); return its
+        handle."""
 
-    def wait(self, timeout_s: float) -> list[tuple[object, Outcome | Died]]:
-        """The members that ended within ``timeout_s`` (possibly none), with their outcome."""
+    def wait(self, timeout_s: float) -> list[tuple[object, list[Outcome] | Outcome | Died]]:
+        """The groups that ended within ``timeout_s`` (possibly none), with each member's
+        outcome, or one for them all (how their worker died)."""
 
     def interrupt(self, level: int) -> None:
         """Pass the ``level``-th Ctrl-C on to every running member: 1 stops them at their next
@@ -280,16 +343,34 @@ class Sweep:
         """Run every member that is not finished, in order, recording each status in
         ``sweep.json``; ``report`` is called after each member that ran. Stops (``stopped``) at
         Ctrl-C."""
-        for member in self.members:
+        for group in self.groups(self.members):
             if self.stopped:
                 break
-            ran = self.run_member(member, progress=progress, data_dir=data_dir, address=address)
+            ran = self.run_group(group, progress=progress, data_dir=data_dir, address=address)
             self.save()
-            if ran and report is not None:
-                report(member)
-            if member.status == INTERRUPTED:
-                self.stopped = True
+            for member, member_ran in zip(group, ran, strict=True):
+                if member_ran and report is not None:
+                    report(member)
+                if member.status == INTERRUPTED:
+                    self.stopped = True
         return self
+
+    def groups(self, members: list[Member]) -> list[list[Member]]:
+        """``members`` packed by ``sweep.replicas`` (:func:`pack`)."""
+        size = members[0].config.get("sweep", {}).get("replicas", 1) if members else 1
+        return pack(members, size, self.directory)
+
+    def run_group(self, group: list[Member], *, progress: bool | None = None,
+                  data_dir: str | None = None, address: str | None = None) -> list[bool]:
+        """Run one group (:func:`run_group_in`) in this process; returns which members ran."""
+        if len(group) == 1:
+            return [self.run_member(group[0], progress=progress, data_dir=data_dir,
+                                    address=address)]
+        outcomes = run_group_in([self.directory(m) for m in group], [m.config for m in group],
+                                progress=progress, data_dir=data_dir, address=address)
+        for member, outcome in zip(group, outcomes, strict=True):
+            self._settle(member, outcome)
+        return [o.ran for o in outcomes]
 
     def run_member(self, member: Member, *, progress: bool | None = None,
                    data_dir: str | None = None, address: str | None = None) -> bool:
@@ -325,9 +406,10 @@ class Sweep:
         slots, in order; see the module docstring for what happens when a worker dies and at
         Ctrl-C. ``report`` is called after each member that ran, ``display`` follows them all."""
         display = display or _NoDisplay()
-        queue = self.unfinished()
-        display.begin(len(self.members), len(self.members) - len(queue))
-        running: dict[object, tuple[Member, float]] = {}
+        left = self.unfinished()
+        display.begin(len(self.members), len(self.members) - len(left))
+        queue = self.groups(left)
+        running: dict[object, tuple[list[Member], float]] = {}
         deaths: Counter = Counter()  # this command's restarts, per member
         stop = StopRequest(escalate=False)
         forwarded = 0
@@ -339,24 +421,30 @@ class Sweep:
                         if running:
                             executor.interrupt(forwarded)
                     while not stop.requested and queue and len(running) < max(executor.slots(), 1):
-                        member = queue.pop(0)
-                        running[executor.start(member, self.directory(member))] = (
-                            member, time.monotonic())
-                        display.started(member)
+                        group = queue.pop(0)
+                        running[executor.start(group, [self.directory(m) for m in group])] = (
+                            group, time.monotonic())
+                        for member in group:
+                            display.started(member)
                     if not running:
                         break  # stopped: the members still queued do not start
-                    for handle, outcome in executor.wait(0.25):
-                        member, started = running.pop(handle)
+                    for handle, outcomes in executor.wait(0.25):
+                        group, started = running.pop(handle)
                         seconds = time.monotonic() - started
-                        retry = self._end(member, outcome, stop, deaths, max_retries)
+                        if not isinstance(outcomes, list):  # one for all (e.g. its worker died)
+                            outcomes = [outcomes] * len(group)
+                        retry = [m for m, o in zip(group, outcomes, strict=True)
+                                 if self._end(m, o, stop, deaths, max_retries)]
                         self.save()
-                        if retry:
-                            queue.insert(0, member)
-                            display.restarted(member)
-                            continue
-                        display.finished(member, seconds)
-                        if report is not None:
-                            report(member)
+                        if retry:  # resumed from their checkpoints, packed again
+                            queue[:0] = self.groups(retry)
+                        for member in group:
+                            if member in retry:
+                                display.restarted(member)
+                                continue
+                            display.finished(member, seconds)
+                            if report is not None:
+                                report(member)
                     display.refresh(len(queue), [time.monotonic() - t for _, t in running.values()],
                                     max(executor.slots(), 1))
         finally:

@@ -57,23 +57,24 @@ class ProcessExecutor:
         self.threads = max(1, cpus // self.jobs)
         self.context = multiprocessing.get_context("spawn")
         self.workers: dict[multiprocessing.process.BaseProcess, Connection] = {}
-        self.outcomes: dict[multiprocessing.process.BaseProcess, Outcome] = {}
+        self.outcomes: dict[multiprocessing.process.BaseProcess, list[Outcome]] = {}
 
     def slots(self) -> int:
         return self.jobs
 
-    def start(self, member: Member, target: Path) -> multiprocessing.process.BaseProcess:
+    def start(self, group: list[Member], targets: list[Path]
+              ) -> multiprocessing.process.BaseProcess:
         receive, send = self.context.Pipe(duplex=False)
         process = self.context.Process(
-            target=_worker, name=f"coagents-sweep-{member.name}",
-            args=(send, os.path.abspath(target), member.config, self.data_dir, self.address,
-                  self.threads, self.setup, os.getpid()))
+            target=_worker, name=f"coagents-sweep-{group[0].name}",
+            args=(send, [os.path.abspath(t) for t in targets], [m.config for m in group],
+                  self.data_dir, self.address, self.threads, self.setup, os.getpid()))
         process.start()
         send.close()  # the worker holds the sending end: EOF here once it is gone
         self.workers[process] = receive
         return process
 
-    def wait(self, timeout_s: float) -> list[tuple[object, Outcome | Died]]:
+    def wait(self, timeout_s: float) -> list[tuple[object, list[Outcome] | Died]]:
         from async_coagents.experiment.sweep import Died
 
         if not self.workers:
@@ -151,29 +152,32 @@ def _how_it_ended(exitcode: int | None) -> str:
 
 
 # ---- in the worker ------------------------------------------------------------------------------
-def _worker(connection: Connection, target: str, config: dict, data_dir: str | None,
-            address: str | None, threads: int, setup: str | None, parent: int) -> None:
-    """The body of a worker process: run one member and send its outcome to the sweep."""
+def _worker(connection: Connection, targets: list[str], configs: list[dict],
+            data_dir: str | None, address: str | None, threads: int, setup: str | None,
+            parent: int) -> None:
+    """The body of a worker process: run one group of members and send their outcomes to the
+    sweep."""
     os.setpgid(0, 0)  # Ctrl-C at the terminal reaches the sweep only; it passes it on once
     for variable in THREAD_VARIABLES:
         os.environ.setdefault(variable, str(threads))  # before numpy is imported
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format=f"{Path(target).name}: %(message)s")
+                        format=f"{Path(targets[0]).name}: %(message)s")
     threading.Thread(target=_stop_when_orphaned, args=(parent,), daemon=True).start()
-    from async_coagents.experiment.sweep import FAILED, INTERRUPTED, Outcome, run_in
+    from async_coagents.experiment.sweep import FAILED, INTERRUPTED, Outcome, run_group_in
 
     try:
         if setup:
             module, _, function = setup.partition(":")
             getattr(importlib.import_module(module), function)()
-        outcome = run_in(Path(target), config, progress=False, data_dir=data_dir,
-                         address=address)
+        outcomes = run_group_in([Path(t) for t in targets], configs, progress=False,
+                                data_dir=data_dir, address=address)
     except KeyboardInterrupt:
-        outcome = Outcome(INTERRUPTED)
-    except Exception as exc:  # a bug: the member fails with it, the traceback goes to stderr
+        outcomes = [Outcome(INTERRUPTED)] * len(targets)
+    except Exception as exc:  # a bug: the members fail with it, the traceback goes to stderr
         traceback.print_exc()
-        outcome = Outcome(FAILED, f"unexpected {type(exc).__name__} in its worker process: {exc}")
-    connection.send(outcome)
+        outcomes = [Outcome(FAILED, f"unexpected {type(exc).__name__} in its worker process: "
+                                    f"{exc}")] * len(targets)
+    connection.send(outcomes)
     connection.close()
 
 

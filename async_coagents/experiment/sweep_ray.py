@@ -42,7 +42,7 @@ from async_coagents.experiment.sweep import (
     Execution,
     Member,
     Outcome,
-    run_in,
+    run_group_in,
 )
 
 #: Seconds a new attempt at a member waits for the previous attempt's process to let go of the
@@ -51,21 +51,24 @@ LOCK_WAIT_S = 60.0
 log = logging.getLogger(__name__)
 
 
-def member_task(target: str, config: dict, data_dir: str | None, sweep_dir: str) -> Outcome:
-    """The body of a member's Ray task (on whichever node Ray chose)."""
+def member_task(targets: list[str], configs: list[dict], data_dir: str | None,
+                sweep_dir: str) -> list[Outcome]:
+    """The body of a group's Ray task (on whichever node Ray chose): one member, or members
+    packed as replicas."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,  # into Ray's worker log
-                        format=f"{Path(target).name}: %(message)s")
+                        format=f"{Path(targets[0]).name}: %(message)s")
     here = f"node {socket.gethostname()}"
     shared = ("a sweep on a Ray cluster needs its directory on storage every node sees at the "
               "same path (NFS or similar)")
     if not (Path(sweep_dir) / MANIFEST).is_file():
-        return Outcome(FAILED, f"the sweep directory {sweep_dir} is not visible on {here}: "
-                               f"{shared}")
+        return [Outcome(FAILED, f"the sweep directory {sweep_dir} is not visible on {here}: "
+                                f"{shared}")] * len(targets)
     if not os.access(sweep_dir, os.W_OK | os.X_OK):
-        return Outcome(FAILED, f"the sweep directory {sweep_dir} is not writable on {here}: "
-                               f"{shared}")
-    RunDirectory(target).wait_unlocked(LOCK_WAIT_S)
-    return run_in(Path(target), config, progress=False, data_dir=data_dir)
+        return [Outcome(FAILED, f"the sweep directory {sweep_dir} is not writable on {here}: "
+                                f"{shared}")] * len(targets)
+    for target in targets:
+        RunDirectory(target).wait_unlocked(LOCK_WAIT_S)
+    return run_group_in([Path(t) for t in targets], configs, progress=False, data_dir=data_dir)
 
 
 class RayExecutor:
@@ -104,13 +107,13 @@ class RayExecutor:
             self._capacity = (time.monotonic(), slots)
         return slots
 
-    def start(self, member: Member, target: Path):
-        ref = self.task.remote(os.path.abspath(target), member.config, self.data_dir,
-                               self.sweep_dir)
-        self.running[ref] = member.name
+    def start(self, group: list[Member], targets: list[Path]):
+        ref = self.task.remote([os.path.abspath(t) for t in targets], [m.config for m in group],
+                               self.data_dir, self.sweep_dir)
+        self.running[ref] = group[0].name
         return ref
 
-    def wait(self, timeout_s: float) -> list[tuple[object, Outcome | Died]]:
+    def wait(self, timeout_s: float) -> list[tuple[object, list[Outcome] | Died]]:
         if not self.running:
             return []
         refs = list(self.running)
@@ -124,13 +127,13 @@ class RayExecutor:
             ended.append((ref, self._outcome(ref)))
         return ended
 
-    def _outcome(self, ref) -> Outcome | Died:
+    def _outcome(self, ref) -> list[Outcome] | Outcome | Died:
         from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 
         try:
             return self.ray.get(ref)
         except TaskCancelledError:  # Ctrl-C before its run had trapped signals
-            return Outcome(INTERRUPTED)
+            return Outcome(INTERRUPTED)  # for every member
         except RayTaskError as exc:  # an exception that is not the project's: a bug, or the
             cause = exc.cause if isinstance(exc.cause, BaseException) else None  # package missing
             what = f"{type(cause).__name__}: {cause}" if cause else _first_line(exc)

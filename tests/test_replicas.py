@@ -1,0 +1,93 @@
+"""Replicas (``run.replicas``, ``core/replicas.py``, ``experiment/replicated.py``): R seeds as one
+network on a leading axis end with the run directories of R separate runs, bit for bit but for
+the timings; a diverged replica does not stop the others. Every rule and unit family is checked
+at the core level by the rule suite (``testing.check_replicas_equal_separate_runs``)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from async_coagents.backends.local import LocalBackend
+from async_coagents.cli import main
+from async_coagents.core.replicas import ReplicaGenerator, slice_state, stack_states
+from async_coagents.experiment import config as cfg
+from async_coagents.experiment.replicated import train_replicas
+from async_coagents.experiment.run import train
+from async_coagents.testing import assert_same_state, replica_batches, rule_factory
+
+TIMINGS = ("wall_s", "samples_per_s")
+
+
+def rows(path):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMINGS}
+            for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_replica_generator_draws_each_slice_from_its_own_generator():
+    make = lambda: [np.random.default_rng(s) for s in (3, 4)]  # noqa: E731
+    drawn = ReplicaGenerator(make()).standard_normal((2, 5, 3), dtype=np.float32)
+    alone = [g.standard_normal((5, 3), dtype=np.float32) for g in make()]
+    assert np.array_equal(drawn[0], alone[0]) and np.array_equal(drawn[1], alone[1])
+    with pytest.raises(ValueError, match="replica axis"):
+        ReplicaGenerator(make()).random((3, 5))
+
+
+def test_slicing_undoes_stacking():
+    states = [{"w": np.arange(3.0) + r, "n": 4, "value": float(r), "rng": {"bit_generator": "x",
+               "state": r}} for r in range(2)]
+    stacked = stack_states(states)
+    assert stacked["w"].shape == (2, 3) and stacked["n"] == 4
+    for r in range(2):
+        assert_same_state(slice_state(stacked, r), states[r])
+
+
+@pytest.mark.parametrize("name, sets", [
+    ("correlated-pg-d95", ["data.means=2", "backend.window=3", "backend.reward_delay=2"]),
+    ("correlated-backprop-d0", ["data.means=2", "run.pretrain_updates=0"]),
+    ("multiplexer", ["run.updates=300", "network.rule=ac-offpolicy", "network.critic_units=16"]),
+])
+def test_replicas_write_the_run_directories_of_separate_runs(tmp_path, name, sets):
+    seeds = [0, 3]
+    configs = [cfg.load(name, [*sets, f"run.seed={s}"])[0][0] for s in seeds]
+    for s, c in zip(seeds, configs, strict=True):
+        train(c, tmp_path / "separate" / str(s), progress=False)
+    train_replicas(configs, [tmp_path / "replicas" / str(s) for s in seeds], progress=False)
+    for s in seeds:
+        alone, packed = tmp_path / "separate" / str(s), tmp_path / "replicas" / str(s)
+        assert rows(alone) == rows(packed)
+        a, b = (json.loads((p / "summary.json").read_text()) for p in (alone, packed))
+        for key in ("status", "train", "accounting", "updates", "samples"):
+            assert a[key] == b[key], key
+        assert b["replicas"]["seeds"] == seeds
+
+
+def test_run_replicas_is_a_sweep_of_seeds_whose_members_resume_and_evaluate_alone(tmp_path,
+                                                                                    capsys):
+    out = tmp_path / "q"
+    assert main(["train", "quickstart", "--set", "run.replicas=3", "--set", "run.updates=600",
+                 "--out", str(out), "--no-progress"]) == 0
+    members = sorted(p for p in out.iterdir() if p.is_dir())
+    assert [json.loads((m / "config.json").read_text())["run"]["seed"] for m in members] == [0, 1, 2]
+    alone = tmp_path / "alone"
+    assert main(["train", "quickstart", "--set", "run.seed=1", "--set", "run.updates=600",
+                 "--out", str(alone), "--no-progress"]) == 0
+    assert rows(alone) == rows(members[1])
+    assert main(["eval", str(members[1])]) == 0
+
+
+def test_a_replica_that_diverges_does_not_change_the_others():
+    factory = rule_factory("ac-offpolicy", "bernoulli")
+    seeds = [1, 2, 5]
+    replicated = LocalBackend(factory(seeds))
+    separate = [LocalBackend(factory(s)) for s in seeds]
+    replicated.network.layers[-1].net.params[1] = np.nan  # replica 1's read-out diverges
+    data = replica_batches([b.network for b in separate], 6)
+    for sid, x, labels in data:
+        done = replicated.submit(sid, x, labels)
+        for r in (0, 2):
+            assert [c.replica(r) for c in done] == separate[r].submit(sid, x[r], labels[r])
+    assert not done[0].rewarded[1] and not np.isfinite(done[0].loss[1])  # it is rewarded 0
+    state = replicated.state_dict()
+    for r in (0, 2):
+        assert_same_state(slice_state(state, r), separate[r].state_dict(), f"replica {r}")
