@@ -236,7 +236,7 @@ def test_cli_lists_configs_and_datasets(capsys):
 
 
 @pytest.mark.parametrize("backend, updates, signum", [("local", 12000, signal.SIGINT),
-                                                      ("ray", 3000, signal.SIGINT),
+                                                      ("ray", 1500, signal.SIGINT),
                                                       ("local", 12000, signal.SIGTERM)])
 def test_ctrl_c_or_sigterm_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, backend,
                                                                                 updates, signum):
