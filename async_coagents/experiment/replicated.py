@@ -41,6 +41,7 @@ from async_coagents.experiment.progress import Progress
 from async_coagents.experiment.run import (
     Counters,
     _pretrain_state,
+    count_completed,
     evaluation_row,
     make_backend,
     read_run_checkpoint,
@@ -239,15 +240,7 @@ class ReplicatedRun:
                 except DivergedError as exc:
                     self._mark_diverged(replica, str(exc), exc.update, exc.value)
                     continue
-                s = replica.state
-                s.loss_sum += part.loss
-                s.loss_batches += 1
-                s.completed += 1
-                s.loss_total += part.loss
-                s.loss_batches_total += 1
-                if part.hits is not None:
-                    s.hits_total += part.hits
-                    s.examples_total += part.size
+                count_completed(replica.state, part)
 
     def _mark_diverged(self, replica: Replica, error: str, update: int,
                        loss: float | None) -> None:

@@ -190,14 +190,7 @@ class Run:
         s = self.state
         for batch in completed:
             self._divergence.check(update, batch.sid, batch.loss)
-            s.loss_sum += batch.loss
-            s.loss_batches += 1
-            s.completed += 1
-            s.loss_total += batch.loss
-            s.loss_batches_total += 1
-            if batch.hits is not None:
-                s.hits_total += batch.hits
-                s.examples_total += batch.size
+            count_completed(s, batch)
 
     def _checkpoint_due(self) -> bool:
         s, w = self.state, self.workload
@@ -263,6 +256,18 @@ class Run:
 #: Per-agent lists of a metrics row that describe the interval since the previous row, not the
 #: network at the row: left out of the summary's final metrics.
 _INTERVAL_LISTS = ("staleness_mean", "staleness_max", "grad_variance")
+
+
+def count_completed(s: Counters, batch) -> None:
+    """Count one completed batch (a :class:`~async_coagents.coordinator.Completed`) in ``s``."""
+    s.loss_sum += batch.loss
+    s.loss_batches += 1
+    s.completed += 1
+    s.loss_total += batch.loss
+    s.loss_batches_total += 1
+    if batch.hits is not None:
+        s.hits_total += batch.hits
+        s.examples_total += batch.size
 
 
 def evaluation_row(s: Counters, by_split: dict[str, dict], phase: str | None,
