@@ -11,10 +11,18 @@ import pytest
 from async_coagents.backends.local import LocalBackend
 from async_coagents.cli import main
 from async_coagents.core.replicas import ReplicaGenerator, slice_state, stack_states
+from async_coagents.core.rules import RULES
 from async_coagents.experiment import config as cfg
 from async_coagents.experiment.replicated import train_replicas
 from async_coagents.experiment.run import train
-from async_coagents.testing import assert_same_state, replica_batches, rule_factory
+from async_coagents.testing import (
+    FAMILIES,
+    _can_train,
+    assert_same_state,
+    check_replicas_equal_separate_runs,
+    replica_batches,
+    rule_factory,
+)
 
 TIMINGS = ("wall_s", "samples_per_s")
 
@@ -22,6 +30,12 @@ TIMINGS = ("wall_s", "samples_per_s")
 def rows(path):
     return [{k: v for k, v in json.loads(line).items() if k not in TIMINGS}
             for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("rule, family", [(r, f) for r in sorted(RULES) for f in FAMILIES
+                                          if _can_train(r, f)])
+def test_every_rule_and_family_replicated_equals_separate_networks(rule, family):
+    check_replicas_equal_separate_runs(rule_factory(rule, family))
 
 
 def test_a_replica_generator_draws_each_slice_from_its_own_generator():
