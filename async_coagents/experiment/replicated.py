@@ -41,9 +41,9 @@ from async_coagents.experiment.progress import Progress
 from async_coagents.experiment.run import (
     Counters,
     _pretrain_state,
+    build_phases,
     count_completed,
     evaluation_row,
-    make_backend,
     read_run_checkpoint,
     run_summary,
 )
@@ -113,19 +113,9 @@ class ReplicatedRun:
         w = self.replicas[0].workload
         self.updates, self.eval_every = w.updates, w.eval_every
         self.pretrain_updates = config["run"]["pretrain_updates"]
-        if self.pretrain_updates >= self.updates:
-            raise ConfigError(f"run.pretrain_updates ({self.pretrain_updates}) must be smaller "
-                              f"than the run's {self.updates} updates")
-        agents_dir = self.group_dir / f".agents-{seeds[0]}"
-        self.backend = make_backend(config, self.network, agents_dir)
-        self.coagent = CoagentTraining(self.backend)
-        self.pretraining = None
-        if self.pretrain_updates:
-            synchronous = {**config, "backend": {**config["backend"], "window": 1,
-                                                 "reward_delay": 0}}
-            self.pretraining = Pretraining(
-                build_network(self.spec.pretraining_twin(), seeds),
-                lambda twin, agents: make_backend(synchronous, twin, agents_dir, agents))
+        agents_dir = self.group_dir / f".agents-{seeds[0]}"  # Ray agents' own checkpoints
+        self.backend, self.coagent, self.pretraining = build_phases(
+            config, self.spec, self.network, seeds, agents_dir, self.updates)
         self.switched = False
         self.show_progress = progress
         self.checkpoint_every = config["run"]["checkpoint_every"]

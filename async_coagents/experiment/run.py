@@ -82,18 +82,8 @@ class Run:
             if self.record_grad_variance:
                 self.network.record_grad_variance()  # before the agents go where they run
         self.pretrain_updates = config["run"]["pretrain_updates"]
-        if self.pretrain_updates >= self.workload.updates:
-            raise ConfigError(f"run.pretrain_updates ({self.pretrain_updates}) must be smaller "
-                              f"than the run's {self.workload.updates} updates")
-        self.backend = make_backend(config, self.network, directory.path)
-        self.coagent = CoagentTraining(self.backend)
-        self.pretraining = None
-        if self.pretrain_updates:
-            synchronous = {**config, "backend": {**config["backend"], "window": 1,
-                                                 "reward_delay": 0}}
-            self.pretraining = Pretraining(
-                build_network(self.spec.pretraining_twin(), seed),
-                lambda twin, agents: make_backend(synchronous, twin, directory.path, agents))
+        self.backend, self.coagent, self.pretraining = build_phases(
+            config, self.spec, self.network, seed, directory.path, self.workload.updates)
         self.state = Counters()
         self.show_progress = progress
         self.checkpoint_every = config["run"]["checkpoint_every"]
@@ -341,6 +331,26 @@ def accounting(progress: Counters, pretrain_updates: int, reports: list[dict]) -
     return {"submitted": progress.updates, "pretrain": pretrain, "to_agents": to_agents,
             "rewarded": progress.completed, "in_flight": progress.updates - progress.completed,
             "complete": all(a["unaccounted"] == 0 for a in agents), "agents": agents}
+
+
+def build_phases(config: dict, spec, network: Network, seed, run_dir: Path, updates: int
+                 ) -> tuple[object, CoagentTraining, Pretraining | None]:
+    """The backend of ``network`` and the run's phases: coagent training on it and, with
+    ``run.pretrain_updates``, the backprop twin of ``seed`` (one seed, or the replicas' seeds)
+    pre-training synchronously before it (§5.4)."""
+    pretrain_updates = config["run"]["pretrain_updates"]
+    if pretrain_updates >= updates:
+        raise ConfigError(f"run.pretrain_updates ({pretrain_updates}) must be smaller "
+                          f"than the run's {updates} updates")
+    backend = make_backend(config, network, run_dir)
+    pretraining = None
+    if pretrain_updates:
+        synchronous = {**config, "backend": {**config["backend"], "window": 1,
+                                             "reward_delay": 0}}
+        pretraining = Pretraining(
+            build_network(spec.pretraining_twin(), seed),
+            lambda twin, agents: make_backend(synchronous, twin, run_dir, agents))
+    return backend, CoagentTraining(backend), pretraining
 
 
 def make_backend(config: dict, network: Network, run_dir: Path, agents: str = "agents"):
