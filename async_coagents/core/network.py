@@ -60,6 +60,7 @@ class NetworkSpec:
     n_actions: int = default("n_actions")
     normalisation: str = default("normalisation")
     sigma: float = default("sigma")
+    normals: str = default("normals")
     activation: str | None = default("activation")
     partition: str | None = default("partition")
     output: str | None = default("output")
@@ -133,6 +134,10 @@ class NetworkSpec:
             raise ConfigError(
                 f"activation of Gaussian units must be 'identity' or 'relu', got {self.activation!r}"
             )
+        if self.normals != "ziggurat" and "gaussian" not in (self.units, self.resolved_output):
+            raise ConfigError(f"normals applies to Gaussian units (network.units or "
+                              f"network.output gaussian), not to {self.units!r} units with a "
+                              f"{self.resolved_output!r} output")
         if self.activation is not None and self.units != "gaussian":
             raise ConfigError(f"activation applies to Gaussian units, not to {self.units!r} units")
         if self.learner == "policy-gradient":
@@ -406,13 +411,13 @@ def build_network(spec: NetworkSpec, seed: int | Sequence[int]) -> Network:
                                   sampling_rng=sampling_rng, options=options))
             continue
         if kind == "gaussian-output":
-            unit = Gaussian(spec.sigma, "identity")
+            unit = Gaussian(spec.sigma, "identity", spec.normals)
         elif kind == "categorical-output":  # one unit, a softmax over the classes
             unit = OneHotCategorical(spec.n_outputs)
         else:
             unit = make_unit(spec.units, n_actions=spec.n_actions,
                              normalisation=spec.normalisation, sigma=spec.sigma,
-                             activation=activation)
+                             activation=activation, normals=spec.normals)
         # A partition group's deterministic layers use the units' activation (§2.6).
         net = MLP(sizes, activation, rng=init_rng, dtype=dtype)
         settings = RuleSettings(

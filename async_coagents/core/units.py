@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from async_coagents.core.normals import SAMPLERS, standard_normal
 from async_coagents.errors import ConfigError
 
 #: The epsilon inside the log of every categorical score, log(pi_a + 1e-5) (§2.1).
@@ -176,25 +177,30 @@ class Gaussian:
 
     n_logits = 1
 
-    def __init__(self, sigma: float = 0.5, activation: str = "identity") -> None:
+    def __init__(self, sigma: float = 0.5, activation: str = "identity",
+                 normals: str = "ziggurat") -> None:
         if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
             raise ConfigError(f"sigma must be a finite number > 0, got {sigma!r}")
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if normals not in SAMPLERS:
+            raise ConfigError(f"normals must be one of {SAMPLERS}, got {normals!r}")
         self.sigma = float(sigma)
         self.activation = activation
+        self.normals = normals  # how eps is drawn (core/normals.py)
         self._inv_var = 1.0 / (self.sigma * self.sigma)
 
     def __repr__(self) -> str:
-        return f"Gaussian(sigma={self.sigma}, activation={self.activation!r})"
+        return (f"Gaussian(sigma={self.sigma}, activation={self.activation!r}, "
+                f"normals={self.normals!r})")
 
     def policy(self, z: np.ndarray) -> np.ndarray:
         """The means are the pre-activations themselves, ``(B, U)``."""
         return z
 
     def sample(self, dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """``a = mu + sigma * eps``, ``(B, U)``."""
-        noise = rng.standard_normal(dist.shape, dtype=dist.dtype)
+        """``a = mu + sigma * eps``, ``(B, U)``, ``eps`` by the unit's sampler (``normals``)."""
+        noise = standard_normal(rng, dist.shape, dist.dtype, self.normals)
         noise *= self.sigma
         noise += dist
         return noise
@@ -236,7 +242,7 @@ class Gaussian:
 
 def make_unit(
     family: str, *, n_actions: int = 2, normalisation: str = "unit", sigma: float = 0.5,
-    activation: str = "identity",
+    activation: str = "identity", normals: str = "ziggurat",
 ) -> Categorical | Gaussian:
     """Build a unit family by name: ``bernoulli``, ``categorical`` or ``gaussian``."""
     if family == "bernoulli":
@@ -244,7 +250,7 @@ def make_unit(
     if family == "categorical":
         return Categorical(n_actions, normalisation)
     if family == "gaussian":
-        return Gaussian(sigma, activation)
+        return Gaussian(sigma, activation, normals)
     raise ConfigError(
         f"unit family must be 'bernoulli', 'categorical' or 'gaussian', got {family!r}"
     )
