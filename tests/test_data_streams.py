@@ -256,3 +256,40 @@ EMPTY = Split(np.zeros((0, 2), np.float32), np.zeros(0, np.int64))
 def test_bad_knobs_are_named(make, error, match):
     with pytest.raises(error, match=match):
         make(labelled_split())
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_replica_streams_stack_what_each_stream_yields_and_move_each_cursor(name):
+    seeds = (0, 4, 9)
+    alone = [take(FACTORIES[name](s)) for s in seeds]
+    own = [FACTORIES[name](s) for s in seeds]
+    replicas = streams.ReplicaStreams(own)
+    assert replicas._stacked  # streams of one kind and split: served a chunk at a time
+    n = len(alone[0])  # the correlated stream here is shorter than N_TAKE
+    for t in range(n):
+        if t == 17:  # a replica restored (a resumed group) reads on from where it is
+            for stream in own:
+                stream.restore(stream.position())
+        batch = next(replicas)
+        assert batch.sid == t and not batch.x.flags.writeable
+        for r in range(len(seeds)):
+            assert np.array_equal(batch.x[r], alone[r][t].x)
+            assert np.array_equal(batch.y[r], alone[r][t].y)
+            assert batch.x[r].dtype == alone[r][t].x.dtype
+    assert [s.position()["next_sid"] for s in own] == [n] * len(seeds)
+    if own[0].total_batches == n:
+        with pytest.raises(StopIteration):
+            next(replicas)
+
+
+def test_replica_streams_of_other_splits_or_sizes_are_stacked_batch_by_batch():
+    other = streams.ReplicaStreams([FACTORIES["uniform"](0),
+                                    UniformPatterns(multiplexer(3).train, 4, 1)])
+    assert not other._stacked
+    with pytest.raises(ValueError):  # 6-bit and 11-bit inputs cannot stack
+        next(other)
+    mixed = streams.ReplicaStreams([FACTORIES["correlated"](0), FACTORIES["correlated"](1),
+                                    CorrelatedStream(0.9, 5, 7, 8, 2)])
+    assert not mixed._stacked
+    with pytest.raises(ValueError):  # batches of 4 and 8 cannot stack: said, not hidden
+        next(mixed)

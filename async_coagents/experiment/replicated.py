@@ -30,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from async_coagents.allocator import keep_freed_memory
 from async_coagents.checkpoint import save_checkpoint
 from async_coagents.core.network import build_network
 from async_coagents.core.replicas import slice_state, stack_states
+from async_coagents.data.streams import ReplicaStreams
 from async_coagents.errors import CheckpointError, ConfigError, DivergedError
 from async_coagents.experiment.divergence import DivergenceCriterion, reference_loss
 from async_coagents.experiment.footprint import memory_backstop
@@ -121,6 +123,8 @@ class ReplicatedRun:
         self.checkpoint_every = config["run"]["checkpoint_every"]
         self.stop = StopRequest()
         self._eval_sets = self._stacked_eval_sets()
+        self.streams = ReplicaStreams([r.workload.stream for r in self.replicas])
+        keep_freed_memory()  # R x B x U temporaries: keep their pages (allocator.py)
 
     @property
     def seeds(self) -> list[int]:
@@ -177,11 +181,9 @@ class ReplicatedRun:
                     if self.stop.requested:
                         interrupted = True
                         break
-                    batches = [next(r.workload.stream) for r in self.replicas]
-                    x = np.stack([b.x for b in batches])
-                    y = np.stack([b.y for b in batches])
+                    batch = next(self.streams)
                     t0 = time.perf_counter()
-                    self._train_one(batches[0].sid, x, y)
+                    self._train_one(batch.sid, batch.x, batch.y)
                     dt = time.perf_counter() - t0
                     now = time.perf_counter() - started
                     for replica in self.replicas:
@@ -189,8 +191,8 @@ class ReplicatedRun:
                         s.train_s += dt
                         s.interval_train_s += dt
                         s.updates += 1
-                        s.samples += batches[0].x.shape[0]
-                        s.interval_samples += batches[0].x.shape[0]
+                        s.samples += batch.x.shape[1]
+                        s.interval_samples += batch.x.shape[1]
                         s.wall_s = walls[replica.index] + now
                     bar.advance()
                     if first.updates % self.eval_every == 0 or first.updates == self.updates:
