@@ -34,6 +34,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
+from async_coagents.core.replicas import PerReplica
 from async_coagents.errors import CheckpointError
 
 __all__ = ["CHECKPOINT_VERSION", "MAGIC", "decode", "encode", "load_checkpoint", "save_checkpoint"]
@@ -137,7 +138,7 @@ class _Encoder:
                 raise _Refusal(f"str is not valid unicode ({exc.reason})") from None
         elif t is np.ndarray:
             self._array(obj)
-        elif t is list or t is tuple:
+        elif t is list or t is tuple or t is PerReplica:
             if depth >= _MAX_DEPTH:
                 raise _Refusal(f"nested deeper than {_MAX_DEPTH} levels (a reference cycle?)")
             if all(type(item) in _PLAIN for item in obj):
@@ -219,8 +220,9 @@ def _encode_chunks(obj: object, root: str) -> list[bytes | bytearray | memoryvie
 def encode(obj: object, *, root: str = "obj") -> bytes:
     """Encode a nested structure as msgpack bytes (the checkpoint payload).
 
-    Supported: None, bool, int in [-2**63, 2**64-1], float, str, bytes, list, tuple (decodes as
-    list), dict with str or int keys, numpy arrays of bool/int/uint/float dtypes of any shape
+    Supported: None, bool, int in [-2**63, 2**64-1], float, str, bytes, list, tuple and
+    ``PerReplica`` (a replicated agent's generator states, in a Ray actor's own checkpoint; all
+    decode as list), dict with str or int keys, numpy arrays of bool/int/uint/float dtypes of any shape
     (including 0-d and empty), and numpy scalars (encoded as Python scalars). Anything else raises
     CheckpointError naming the type and where it sits, e.g. ``obj.layers[0].rng.state``
     (``root`` is the name of the top-level object in that path).
