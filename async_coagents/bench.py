@@ -9,6 +9,8 @@ of a backend with a window.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import platform
 import subprocess
@@ -20,9 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from async_coagents.allocator import keep_freed_memory
 from async_coagents.backends.local import LocalBackend
+from async_coagents.core import seeding
 from async_coagents.core.network import NetworkSpec, build_network
+from async_coagents.core.normals import SAMPLERS, standard_normal
+from async_coagents.core.replicas import ReplicaGenerator
 from async_coagents.data import CorrelatedStream
+from async_coagents.data.streams import ReplicaStreams
 
 #: The paper's own code on this project's development machine (paper_method.md; DESIGN).
 PAPER_CODE_UPDATES_PER_S = 500
@@ -87,6 +94,52 @@ def bench_correlated(quick: bool) -> Result:
     seconds = _time(step, 1000, updates)
     return Result("correlated-engine", "1x50 Gaussian ReLU, batch 32, RMSprop, EMA baseline, "
                   "stream included (local backend, one batch in flight)", updates, seconds, 32)
+
+
+#: The replica counts of the replicas benchmark (issue 12: the target is R = 200 >= 8x R = 1).
+REPLICA_COUNTS = (1, 8, 64, 200)
+
+
+def bench_replicas(quick: bool) -> list[Result]:
+    """Seed-updates/s of the correlated network with R replicas (``run.replicas``), each fed its
+    own correlated stream (d = 0.95), for both samplers of the Gaussian noise (``network.normals``);
+    R = 1 is a plain network and stream, as a run alone. ``updates`` counts seed-updates."""
+    keep_freed_memory()  # as a replicated run does
+    results = []
+    for normals in SAMPLERS:
+        spec = dataclasses.replace(correlated_spec(), normals=normals)
+        for replicas in REPLICA_COUNTS:
+            seeds = list(range(replicas))
+            updates = max(100, (4000 if quick else 20_000) // replicas)
+            backend = LocalBackend(build_network(spec, seeds if replicas > 1 else 0))
+            own = [CorrelatedStream(0.95, 200, 1600, 32, seed=s) for s in seeds]
+            stream = ReplicaStreams(own) if replicas > 1 else own[0]
+
+            def step(i: int, backend=backend, stream=stream) -> None:
+                batch = next(stream)
+                backend.submit(batch.sid, batch.x, batch.y)
+
+            seconds = _time(step, max(20, updates // 10), updates)
+            results.append(Result(f"replicas-{normals}-r{replicas}",
+                                  f"correlated 1x50 Gaussian, batch 32, {replicas} replica(s), "
+                                  f"{normals} normals, streams included", updates * replicas,
+                                  seconds, 32))
+    return results
+
+
+def bench_normals(quick: bool) -> list[Result]:
+    """Standard normals per second (reported as "updates": one draw of 200 x 32 x 50 float32
+    normals, the correlated network's hidden noise at R = 200) for each sampler."""
+    rng = ReplicaGenerator([seeding.generator(s, "sampling", 0) for s in range(200)])
+    shape = (200, 32, 50)
+    results = []
+    for normals in SAMPLERS:
+        draws = 20 if quick else 100
+        seconds = _time(lambda i, n=normals: standard_normal(rng, shape, np.float32, n), 3, draws)
+        results.append(Result(f"normals-{normals}", f"{normals}: 200 x 32 x 50 float32 normals "
+                              "per draw (one per replica generator)", draws, seconds,
+                              math.prod(shape)))
+    return results
 
 
 def bench_mnist_offpolicy(quick: bool) -> Result:
@@ -263,11 +316,13 @@ def bench_soak(quick: bool) -> Result:
 BENCHMARKS: dict[str, Callable[[bool], Result | list[Result]]] = {
     "correlated-engine": bench_correlated,
     "mnist-offpolicy-engine": bench_mnist_offpolicy,
+    "replicas": bench_replicas,
+    "normals": bench_normals,
     "backends": bench_backends,
     "pipeline": bench_pipeline,
     "soak": bench_soak,
 }
-ENGINE = ("correlated-engine", "mnist-offpolicy-engine")
+ENGINE = ("correlated-engine", "mnist-offpolicy-engine", "replicas", "normals")
 #: Benchmarks that run only when ``--only`` names them (minutes long, or not a speed).
 NAMED_ONLY = ("soak",)
 
@@ -332,6 +387,27 @@ def run_benchmarks(quick: bool = False, only: list[str] | None = None,
         summary["correlated_vs_paper_code"] = round(ratio, 1)
         report(f"correlated network: {ratio:.0f}x the paper's code (~{PAPER_CODE_UPDATES_PER_S} "
                "updates/s on this machine)")
+    for normals in SAMPLERS:
+        one = by_name.get(f"replicas-{normals}-r1")
+        for replicas in REPLICA_COUNTS[1:]:
+            many = by_name.get(f"replicas-{normals}-r{replicas}")
+            if one and many:
+                ratio = many["updates_per_s"] / one["updates_per_s"]
+                summary[f"replicas_{normals}_r{replicas}_over_r1"] = round(ratio, 2)
+                report(f"{replicas} replicas ({normals}): {ratio:.1f}x the seed-updates/s of one "
+                       "network")
+        plain = by_name.get("replicas-ziggurat-r1")
+        many = by_name.get(f"replicas-{normals}-r{REPLICA_COUNTS[-1]}")
+        if normals != "ziggurat" and plain and many:
+            ratio = many["updates_per_s"] / plain["updates_per_s"]
+            summary[f"replicas_{normals}_r{REPLICA_COUNTS[-1]}_over_ziggurat_r1"] = round(ratio, 2)
+            report(f"{REPLICA_COUNTS[-1]} replicas ({normals}) against one network (ziggurat, "
+                   f"as every run before network.normals): {ratio:.1f}x")
+        drawn = by_name.get(f"normals-{normals}")
+        if drawn:
+            ns = 1e9 / drawn["samples_per_s"]
+            summary[f"ns_per_normal_{normals}"] = round(ns, 2)
+            report(f"{normals}: {ns:.1f} ns per float32 normal")
     for batch in (32, 1):
         local, ray_ = by_name.get(f"local-b{batch}-w1"), by_name.get(f"ray-b{batch}-w8")
         if local and ray_:
