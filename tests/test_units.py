@@ -137,3 +137,18 @@ def test_a_one_hot_output_unit_passes_on_the_code_of_its_class():
     h = unit.transition(np.array([[2], [0]]), np.float32)
     assert h.dtype == np.float32 and h.tolist() == [[0, 0, 1, 0], [1, 0, 0, 0]]
     assert unit.width(1) == 4 and unit.n_logits == 4
+
+
+@pytest.mark.parametrize("activation", ["relu", "identity"])
+def test_gaussian_activity_and_entropy_sums_are_those_of_their_definitions(activation):
+    from async_coagents.core.metrics import LayerActivity
+
+    unit = Gaussian(1.7, activation)
+    action = np.array([[-1.0, 0.0, -0.0, 2.0, np.nan, 1e-30]] * 3, dtype=np.float32)
+    expected = (unit.transition(action) != 0).astype(np.float32)  # phi(mu) != 0, NaN active
+    np.testing.assert_array_equal(unit.activity(action), expected)
+    dist = np.random.default_rng(0).normal(size=(1000, 6)).astype(np.float32)
+    sums = LayerActivity.of(unit, dist, dist)
+    by_definition = unit.entropy(dist).sum(axis=-2, dtype=np.float64)
+    assert np.array_equal(sums.entropy_sum, by_definition)  # bit for bit
+    assert sums.activity_sum == float((unit.transition(dist) != 0).sum())

@@ -35,7 +35,14 @@ class LayerActivity:
         """The sums for one batch of policies ``dist`` and greedy actions ``action (B, U)`` (or
         ``(R, B, U)``: sums per replica)."""
         activity = unit.activity(action)
-        entropy = unit.entropy(dist).sum(axis=-2, dtype=np.float64)
+        constant = getattr(unit, "constant_entropy", None)
+        if constant is not None and dist.dtype == np.float32:
+            # Gaussian units: B copies of one float32 value, whose float64 sum in any order is
+            # exactly B h (24 significant bits times B < 2^29 fit float64's 53)
+            each = float(dist.dtype.type(constant)) * dist.shape[-2]
+            entropy = np.full(dist.shape[:-2] + dist.shape[-1:], each)
+        else:
+            entropy = unit.entropy(dist).sum(axis=-2, dtype=np.float64)
         if action.ndim == 2:
             return cls(len(dist), entropy, float(activity.sum(dtype=np.float64)), activity.size)
         per_replica = activity.reshape(len(activity), -1)

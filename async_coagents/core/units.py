@@ -226,14 +226,21 @@ class Gaussian:
         g *= self._inv_var
         return g
 
+    @property
+    def constant_entropy(self) -> float:
+        """Differential entropy ``0.5 log(2 pi e sigma^2)`` of every unit (sigma is fixed)."""
+        return 0.5 * math.log(2 * math.pi * math.e * self.sigma * self.sigma)
+
     def entropy(self, dist: np.ndarray) -> np.ndarray:
-        """Differential entropy ``0.5 log(2 pi e sigma^2)`` (constant: sigma is fixed), ``(B, U)``."""
-        h = 0.5 * math.log(2 * math.pi * math.e * self.sigma * self.sigma)
-        return np.full(dist.shape, h, dtype=dist.dtype)
+        """The differential entropy, the same for every unit and example, ``(B, U)``."""
+        return np.full(dist.shape, self.constant_entropy, dtype=dist.dtype)
 
     def activity(self, action: np.ndarray) -> np.ndarray:
-        """1 where the greedy state ``phi(mu)`` is non-zero (active unit), else 0."""
-        return (self.transition(action) != 0).astype(action.dtype)
+        """True where the greedy state ``phi(mu)`` is non-zero (active unit): ``mu > 0`` for
+        ReLU, ``mu != 0`` for identity (bool: its sum counts the active units)."""
+        if self.activation == "relu":
+            return ~(action <= 0)  # relu(mu) != 0: mu > 0, or NaN (active, as relu(NaN))
+        return action != 0
 
     def width(self, n_units: int) -> int:
         """Columns of the state ``phi(a)`` that ``n_units`` units pass on: one each."""
