@@ -105,3 +105,36 @@ def test_a_replica_that_diverges_does_not_change_the_others():
     state = replicated.state_dict()
     for r in (0, 2):
         assert_same_state(slice_state(state, r), separate[r].state_dict(), f"replica {r}")
+
+
+def test_a_replica_whose_loss_diverges_is_marked_and_the_others_write_their_separate_runs(
+        tmp_path, monkeypatch):
+    from async_coagents.experiment import replicated
+
+    seeds = [0, 3, 4]
+    sets = ["run.updates=300", "run.eval_every=100"]
+    configs = [cfg.load("multiplexer", [*sets, f"run.seed={s}"])[0][0] for s in seeds]
+    for s, c in zip(seeds, configs, strict=True):
+        train(c, tmp_path / "separate" / str(s), progress=False)
+    separate_l0 = [json.loads((tmp_path / "separate" / str(s) / "metrics.jsonl").read_text()
+                              .splitlines()[0]) for s in seeds]
+
+    class StrictForSeed3(replicated.DivergenceCriterion):
+        """Seed 3's limit is below any loss, so its first completed batch diverges."""
+
+        @property
+        def limit(self):
+            mine = self.reference == replicated.reference_loss(separate_l0[1])
+            return -1.0 if mine else super().limit
+
+    monkeypatch.setattr(replicated, "DivergenceCriterion", StrictForSeed3)
+    summaries = train_replicas(configs, [tmp_path / "replicas" / str(s) for s in seeds],
+                               progress=False)
+    assert [s["status"] for s in summaries] == ["completed", "diverged", "completed"]
+    assert summaries[1]["diverged"]["update"] == 1
+    for s in (0, 4):
+        alone, packed = tmp_path / "separate" / str(s), tmp_path / "replicas" / str(s)
+        assert rows(alone) == rows(packed)
+        a, b = (json.loads((p / "summary.json").read_text()) for p in (alone, packed))
+        for key in ("status", "train", "accounting", "updates", "samples"):
+            assert a[key] == b[key], key
