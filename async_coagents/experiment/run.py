@@ -197,13 +197,14 @@ class Run:
             if key_of_split not in measured:
                 measured[key_of_split] = phase.evaluate(split.x, split.y)
             by_split[split_name] = measured[key_of_split]
-        staleness = grad_variance = None
+        staleness = grad_variance = asynchrony = None
         if phase is self.coagent:  # the agents' staleness; the twin's is not the network's
             staleness = self.backend.take_staleness()
             if self.record_grad_variance:
                 grad_variance = self.backend.take_grad_variance()
+            asynchrony = self.backend.take_asynchrony()
         row = evaluation_row(s, by_split, phase.name if self.pretraining is not None else None,
-                             staleness, grad_variance)
+                             staleness, grad_variance, asynchrony)
         self.directory.append_metrics(row)
         return row
 
@@ -245,7 +246,8 @@ class Run:
 
 #: Per-agent lists of a metrics row that describe the interval since the previous row, not the
 #: network at the row: left out of the summary's final metrics.
-_INTERVAL_LISTS = ("staleness_mean", "staleness_max", "grad_variance")
+_INTERVAL_LISTS = ("staleness_mean", "staleness_max", "grad_variance", "fired", "importance_mean",
+                   "importance_truncated")
 
 
 def count_completed(s: Counters, batch) -> None:
@@ -261,10 +263,14 @@ def count_completed(s: Counters, batch) -> None:
 
 
 def evaluation_row(s: Counters, by_split: dict[str, dict], phase: str | None,
-                   staleness: list | None, grad_variance: list | None) -> dict:
+                   staleness: list | None, grad_variance: list | None,
+                   asynchrony: list[dict] | None = None) -> dict:
     """One ``metrics.jsonl`` row from the run's counters ``s`` and each split's metrics; starts the
     counters' next interval. ``phase`` names the phase of a run that pre-trains; ``staleness``
-    (per agent ``(mean, max)``) and ``grad_variance`` are the agents' intervals (coagent phase)."""
+    (per agent ``(mean, max)``), ``grad_variance`` and ``asynchrony`` (per agent its firing and
+    staleness-correction figures, ``take_asynchrony``) are the agents' intervals (coagent phase):
+    each key of ``asynchrony`` that some agent reports is a per-agent list (``None`` for the
+    others), so a run without firing schedules or correction writes none of them."""
     row = {"step": s.updates, "samples": s.samples, "wall_s": round(s.wall_s, 3),
            "train_loss": s.loss_sum / s.loss_batches if s.loss_batches else None}
     if phase is not None:
@@ -281,6 +287,8 @@ def evaluation_row(s: Counters, by_split: dict[str, dict], phase: str | None,
         row["staleness_max"] = [peak for _, peak in staleness]
         if grad_variance is not None:
             row["grad_variance"] = grad_variance
+        for key in dict.fromkeys(k for taken in asynchrony or [] for k in taken):
+            row[key] = [taken.get(key) for taken in asynchrony]
     row["samples_per_s"] = s.interval_samples / s.interval_train_s if s.interval_train_s else None
     s.loss_sum, s.loss_batches, s.interval_samples, s.interval_train_s = 0.0, 0, 0, 0.0
     return row
