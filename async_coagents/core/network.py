@@ -209,10 +209,11 @@ class NetworkSpec:
             schedule = self.fire_for(index)
             if schedule.always:
                 continue
-            kind = plan[index][0]
-            if kind == "readout" or self.learner != "coagent":
-                raise ConfigError(f"fire: layer agent {index} is a supervised learner "
-                                  f"({self.learner}), which fires always; got "
+            if self.learner != "coagent":
+                raise ConfigError(f"fire: the {self.learner} learner is not a network of "
+                                  f"coagents; it fires always (got {schedule.spelling()!r})")
+            if plan[index][0] == "readout":
+                raise ConfigError(f"fire[{index}]: the supervised read-out fires always; got "
                                   f"{schedule.spelling()!r}")
             if not rule.supports_firing:
                 raise ConfigError(f"fire: the rule {self.rule!r} computes its message from its "
@@ -223,7 +224,10 @@ class NetworkSpec:
                               f"{self.learner} learner has none")
 
     def fire_for(self, index: int) -> FiringSchedule:
-        """The execution function of layer agent ``index`` of :meth:`layer_plan`."""
+        """The execution function of layer agent ``index`` of :meth:`layer_plan`; one schedule
+        for all applies to the coagent layers (a supervised read-out fires always)."""
+        if isinstance(self.fire, str) and self.layer_plan()[index][0] == "readout":
+            return FiringSchedule()
         text = self.fire if isinstance(self.fire, str) else self.fire[index]
         where = "fire" if isinstance(self.fire, str) else f"fire[{index}]"
         return parse_schedule(text, where)
