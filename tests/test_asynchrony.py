@@ -22,6 +22,7 @@ from async_coagents.experiment import config as cfg
 from async_coagents.experiment.run import resume, train
 from async_coagents.testing import (
     batches,
+    check_pickle_round_trip,
     check_replicas_equal_separate_runs,
     check_round_trip_in_flight,
     params,
@@ -305,6 +306,7 @@ def test_batches_in_flight_round_trip_with_firing_delays_and_correction():
     factory = rule_factory("baseline", "bernoulli", fire=("p:0.5", "every:2", "always", "always"),
                            importance_cap=1.5)
     check_round_trip_in_flight(factory, window=4, reward_delay=3)
+    check_pickle_round_trip(factory)  # as Ray sends an agent: read-only arrays come back
 
 
 @pytest.mark.parametrize("rule, family, spec, delays", [

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from async_coagents.core.arrays import owned
 from async_coagents.errors import CheckpointError, ConfigError
 
 ALWAYS = "always"
@@ -120,6 +121,9 @@ class Hold:
         self.steps = 0  # stream-steps seen (the same for every replica)
         self.interval_fired = np.zeros(lead, dtype=np.int64)  # the same since the last take()
         self.interval_steps = 0
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(owned(state))  # counts and holds are updated in place (Ray)
 
     def apply(self, fired: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``out`` ``(*lead, B, width)`` where ``fired`` ``(*lead, B)``, the hold elsewhere; the

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from async_coagents.core.arrays import owned
 from async_coagents.errors import CheckpointError
 
 
@@ -35,6 +36,9 @@ class ImportanceStats:
     def __init__(self, lead: tuple[int, ...]) -> None:
         self.lead = lead
         self._reset()
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(owned(state))  # counts and holds are updated in place (Ray)
 
     def _reset(self) -> None:
         self.total = np.zeros(self.lead)  # sum of the ratios
