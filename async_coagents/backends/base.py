@@ -153,6 +153,11 @@ class CoordinatedBackend:
         return evaluate_with(self.transport.evaluate, self.network.objective, x, labels,
                              replicas=self.network.replicas, **kwargs)
 
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The greedy prediction for ``x`` at this point of the message order (no side effects)."""
+        self._settle()
+        return self.transport.evaluate(x)[0]
+
     def layer_stats(self) -> list[dict]:
         """Per layer agent: name and the counters of :class:`~async_coagents.core.agent.AgentStats`."""
         self._settle()

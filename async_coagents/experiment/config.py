@@ -117,6 +117,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                     "layer agent, the trace of the covariance of its per-example "
                                     "gradient estimates, mean over the batches since the last "
                                     "evaluation (None for a partition group or a read-out)"),
+        "online_metrics": Key("bool", False, "online metrics (experiment/online.py): every "
+                              "metrics row gets the prequential (test-then-train) loss and "
+                              "accuracy of the run so far and the accuracy since the last row; "
+                              "a class-blocked stream also writes blocks.jsonl: per-class test "
+                              "accuracy after every block, forgetting (Avalanche) and backward "
+                              "transfer (GEM)"),
         "pretrain_updates": Key("int", 0, "backprop pre-training updates, then copy and SGD with "
                                 "lr/128 (§5.4)", minimum=0),
         "diverge_factor": Key("float", 1000.0, "the run stops as diverged at a training loss that "

@@ -112,6 +112,9 @@ class ReplicatedRun:
             if self.record_grad_variance:
                 self.network.record_grad_variance()
         w = self.replicas[0].workload
+        if config["run"]["online_metrics"] and config["data"]["stream"] == "class-blocked":
+            raise ConfigError("run.online_metrics on a class-blocked stream (blocks.jsonl) is "
+                              "written by separate runs only: set sweep.replicas = 1")
         self.updates, self.eval_every = w.updates, w.eval_every
         self.pretrain_updates = config["run"]["pretrain_updates"]
         agents_dir = self.group_dir / f".agents-{seeds[0]}"  # Ray agents' own checkpoints
@@ -280,7 +283,8 @@ class ReplicatedRun:
                                  phase_name, staleness, per_replica,
                                  None if asynchrony is None else [
                                      {k: finite_or_none(v, r) for k, v in taken.items()}
-                                     for taken in asynchrony])
+                                     for taken in asynchrony],
+                                 replica.config["run"]["online_metrics"])
             replica.directory.append_metrics(row)
             shown = shown or row
         return shown
