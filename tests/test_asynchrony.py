@@ -344,3 +344,14 @@ def test_firing_is_refused_where_it_cannot_apply():
                     fire=["p:0.5", "always", "always"])
     with pytest.raises(ConfigError, match="firing schedule"):
         cfg.load("quickstart", ['backend.fire=["sometimes", "always"]'])
+
+
+def test_firing_and_clock_rates_combine():
+    """A periodic schedule's idle steps take no step and do not count towards update_every:
+    firing every 2nd of 24 steps and stepping every 2 fired batches is 6 optimizer steps."""
+    backend, _ = trained({"fire": ["every:2", "p:0.5", "always"], "update_every": [2, 3, 1]},
+                         n=24, window=3, reward_delay=[2, 1, 0])
+    layer0, layer1, output = backend.network.layers
+    assert layer0.version == 6 and layer0.optimizer.steps == 6
+    assert layer1.version == 8  # p:0.5 masks per stream; its clock still counts every batch
+    assert output.version == 24
