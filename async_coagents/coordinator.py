@@ -157,6 +157,8 @@ class Coordinator:
             due = [i for i, d in enumerate(self.delays) if batch.index + d <= self.forwards]
             if not due:
                 break  # a later batch is due no earlier
+            if len(set(due) | set(batch.delivered)) == self.n_layers and self.inflight[0] is batch:
+                self.inflight.popleft()  # it leaves now (even if a message to it fails)
             self._deliver(batch, due, done)
         while self.inflight and len(self.inflight[0].delivered) == self.n_layers:
             self.inflight.popleft()
