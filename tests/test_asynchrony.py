@@ -76,13 +76,21 @@ def test_a_layer_that_never_fires_never_changes_and_sends_its_initial_hold(fire,
                                     optimizer=optimizer), 4)
     before = net.layers[0].policy.params.copy()
     backend = LocalBackend(net, window=2, reward_delay=1)
-    for sid, x, labels in batches(net, 25):
-        sent = net.layers[0].forward(sid, x)
-        np.testing.assert_array_equal(sent, np.zeros_like(sent))  # the hold at a stream's start
-        net.layers[0].forget(sid)  # (the probe above is not part of the run)
-        net.layers[0].stats.forwards -= 1
-        backend.submit(sid + 1000, x, labels)
+    sent = []
+    forward = backend.transport.forward
+
+    def recorded(layer, sid, x):
+        out = forward(layer, sid, x)
+        if layer == 0:
+            sent.append(out)
+        return out
+    backend.transport.forward = recorded
+    for batch in batches(net, 25):
+        backend.submit(*batch)
     backend.finish()
+    assert len(sent) == 25
+    for out in sent:
+        np.testing.assert_array_equal(out, np.zeros_like(out))  # the hold at a stream's start
     np.testing.assert_array_equal(net.layers[0].policy.params, before)
     assert not np.array_equal(net.layers[1].policy.params,
                               build_network(net.spec, 4).layers[1].policy.params)
