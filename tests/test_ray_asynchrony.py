@@ -1,6 +1,7 @@
 """Issue 13, part 1, on Ray: every deterministic new setting — firing schedules (periodic and
 random: the firing stream is the agent's own), per-layer reward delays and the staleness
-correction — ends bit for bit like the local backend, and a run's metrics rows too."""
+correction — ends bit for bit like the local backend (node groups on their own firing streams
+too), and a run's metrics rows too."""
 
 import pytest
 
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.usefixtures("ray_session")
                                "importance_cap": 1.2}, [3, 2, 1, 0]),
     ("ac", "categorical-output", {"fire": ("p:0.5", "every:2", "always"),
                                   "importance_cap": 1.5}, [3, 2, 1]),
+    ("baseline", "bernoulli", {"fire": "p:0.5", "units_per_agent": 3}, [2, 1, 1, 0]),
 ])
 def test_firing_delays_and_correction_on_ray_equal_local(rule, family, spec, delays):
     assert check_local_equals_ray(rule_factory(rule, family, **spec), window=4,
