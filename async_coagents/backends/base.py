@@ -124,6 +124,9 @@ class CoordinatedBackend:
     def _grad_variance(self) -> list[float | None]:
         return [agent.take_grad_variance() for agent in self.network.agents]
 
+    def _asynchrony(self) -> list[dict]:
+        return [agent.take_asynchrony() for agent in self.network.agents]
+
     def _non_finite(self) -> set[int]:
         agents = [*self.network.agents, *([self.network.input_baseline]
                                           if self.network.input_baseline is not None else [])]
@@ -150,6 +153,11 @@ class CoordinatedBackend:
         return evaluate_with(self.transport.evaluate, self.network.objective, x, labels,
                              replicas=self.network.replicas, **kwargs)
 
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The greedy prediction for ``x`` at this point of the message order (no side effects)."""
+        self._settle()
+        return self.transport.evaluate(x)[0]
+
     def layer_stats(self) -> list[dict]:
         """Per layer agent: name and the counters of :class:`~async_coagents.core.agent.AgentStats`."""
         self._settle()
@@ -166,6 +174,13 @@ class CoordinatedBackend:
         not recorded, or no batch since)."""
         self._settle()
         return self._grad_variance()
+
+    def take_asynchrony(self) -> list[dict]:
+        """Per layer agent, its firing fraction and its staleness correction's mean importance
+        ratio and fraction truncated since the previous call (``{}`` for an agent that always
+        fires and has no correction)."""
+        self._settle()
+        return self._asynchrony()
 
     def take_non_finite(self) -> set[int]:
         """The replicas (of a replicated network) that sent an agent a message that was not

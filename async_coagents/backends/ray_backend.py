@@ -250,6 +250,9 @@ class LayerActor:
     def take_grad_variance(self) -> float | None:
         return self.agent.take_grad_variance()
 
+    def take_asynchrony(self) -> dict:
+        return self.agent.take_asynchrony()
+
     def take_non_finite(self) -> set[int]:
         return self.agent.take_non_finite()
 
@@ -980,6 +983,9 @@ class RayBackend(CoordinatedBackend):
 
     def _grad_variance(self) -> list[float | None]:
         return get([actor.take_grad_variance.remote() for actor in self.transport.flat_actors])
+
+    def _asynchrony(self) -> list[dict]:
+        return get([actor.take_asynchrony.remote() for actor in self.transport.flat_actors])
 
     def _non_finite(self) -> set[int]:
         remote = get([actor.take_non_finite.remote() for actor in self.transport.flat_actors])

@@ -74,6 +74,10 @@ class Agent(Protocol):
         """Mean per-batch trace of the covariance of the per-example gradient estimates since the
         previous call (``None``: not recorded, or no batch since)."""
 
+    def take_asynchrony(self) -> dict:
+        """The interval figures of firing and the staleness correction since the previous call
+        (``CoagentLayer.take_asynchrony``; ``{}`` for an agent with neither)."""
+
     def state_dict(self) -> dict:
         """Everything needed to continue bit-exactly, batches in flight included."""
 
@@ -141,24 +145,32 @@ class PendingBatch:
     pass of its network needs; ``out`` what it sent on (``phi(a)`` ``(B, U)`` or the prediction);
     ``version`` its parameter steps at the forward; for a coagent layer ``dist`` (the policy),
     ``action`` ``(B, U)``, ``mask`` (subset units, §2.3) and ``greedy`` (staged freezing, §2.4);
-    ``reward`` ``(B,)`` and ``feedback`` ``(B, *shape)`` once they arrived.
+    ``reward`` ``(B,)`` and ``feedback`` ``(B, *shape)`` once they arrived. Asynchrony
+    (``core/firing.py``, ``core/importance.py``): ``fired`` ``(B,)`` the streams the layer fired
+    on (``None``: all), ``logp`` ``(B, U)`` the sampling policy's log-probabilities of ``action``
+    (kept only for the staleness correction).
     """
 
-    __slots__ = ("action", "cache", "dist", "feedback", "greedy", "mask", "out", "reward",
-                 "version", "x")
+    __slots__ = ("action", "cache", "dist", "feedback", "fired", "greedy", "logp", "mask", "out",
+                 "reward", "version", "x")
+    #: Slots written only when their feature is on (a state without them is a state of today).
+    OPTIONAL = ("fired", "logp")
 
-    def __init__(self, x, cache, out, version, dist=None, action=None, mask=None, greedy=False):
+    def __init__(self, x, cache, out, version, dist=None, action=None, mask=None, greedy=False,
+                 fired=None, logp=None):
         self.x, self.cache, self.out, self.version = x, cache, out, version
         self.dist, self.action, self.mask, self.greedy = dist, action, mask, greedy
+        self.fired, self.logp = fired, logp
         self.reward = self.feedback = None
 
     def to_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in self.__slots__
+                if name not in self.OPTIONAL or getattr(self, name) is not None}
 
     @classmethod
     def from_dict(cls, d: dict) -> PendingBatch:
         entry = cls(d["x"], list(d["cache"]), d["out"], int(d["version"]), d["dist"],
-                    d["action"], d["mask"], bool(d["greedy"]))
+                    d["action"], d["mask"], bool(d["greedy"]), d.get("fired"), d.get("logp"))
         entry.reward, entry.feedback = d["reward"], d["feedback"]
         return entry
 
@@ -327,6 +339,9 @@ class AgentBase:
 
     def take_grad_variance(self) -> float | None:
         return None  # measured by the coagent layers that record it
+
+    def take_asynchrony(self) -> dict:
+        return {}  # measured by the coagent layers that fire on a schedule or correct staleness
 
     # ---- learning ---------------------------------------------------------------------------
     def _step(self) -> None:

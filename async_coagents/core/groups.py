@@ -25,11 +25,14 @@ from async_coagents.errors import CheckpointError, ConfigError, ProtocolError
 
 
 def split_layer(layer: CoagentLayer, units_per_group: int,
-                sampling_rng: Callable[[int], np.random.Generator]) -> GroupedLayer:
+                sampling_rng: Callable[[int], np.random.Generator],
+                firing_rng: Callable[[int], np.random.Generator] | None = None) -> GroupedLayer:
     """Cut ``layer`` into groups of ``units_per_group`` units (the last group may be smaller).
 
     Each group starts from the layer's own weights for its units; ``sampling_rng(g)`` gives group
-    ``g`` its sampling stream. The layer must not have learnt yet (its optimizer state is not split).
+    ``g`` its sampling stream and, under a random firing schedule, ``firing_rng(g)`` its firing
+    stream (each node group fires on its own, as each coagent of Kostas et al. 2020 has its own
+    execution function). The layer must not have learnt yet (its optimizer state is not split).
     """
     if type(layer.rule).sends_feedback or layer.listens_to_feedback:
         raise ConfigError(f"{layer.name}: a layer under a critic rule cannot be split into node "
@@ -54,7 +57,8 @@ def split_layer(layer: CoagentLayer, units_per_group: int,
         groups.append(CoagentLayer(
             f"{layer.name}.g{g}", policy, layer.unit, optimizer, sampling_rng=sampling_rng(g),
             rule=copy.deepcopy(layer.rule),  # a rule that has not learnt yet: a fresh copy
-            options=layer.options))
+            options=layer.options,
+            firing_rng=firing_rng(g) if firing_rng is not None and layer.fire.random else None))
     return GroupedLayer(layer.name, groups)
 
 

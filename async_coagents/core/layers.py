@@ -16,7 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from async_coagents.core.agent import AgentBase, PendingBatch, check_like
+from async_coagents.core.firing import Hold
 from async_coagents.core.grad_variance import GradientVariance
+from async_coagents.core.importance import ImportanceStats, truncated_ratio
 from async_coagents.core.metrics import LayerActivity
 from async_coagents.core.mlp import MLP
 from async_coagents.core.objectives import Classification, Regression
@@ -38,7 +40,10 @@ class CoagentLayer(AgentBase):
     ``options`` (:class:`~async_coagents.core.settings.LayerOptions`): ``subset`` units sample and
     learn while the others act greedily, redrawn every ``subset_every`` batches (§2.3); from batch
     ``freeze_at`` on the layer acts greedily and stops learning (staged freezing, §2.4); the clock
-    rate ``update_every`` and ``max_pending``.
+    rate ``update_every`` and ``max_pending``; its execution function ``fire`` (a layer that does
+    not fire on a stream holds its last output there and takes no update for it,
+    ``core/firing.py``; ``firing_rng`` draws a random schedule) and the staleness correction
+    ``importance_cap`` (``core/importance.py``).
 
     Routing follows from the rules: the layer sends feedback when its rule does; it listens to the
     layer above when that layer sends (:meth:`listen_to`); it needs the reward when its rule says
@@ -57,6 +62,7 @@ class CoagentLayer(AgentBase):
         sampling_rng: np.random.Generator,
         rule: Rule | None = None,
         options: LayerOptions = DEFAULT_OPTIONS,
+        firing_rng: np.random.Generator | None = None,
     ) -> None:
         super().__init__(name, policy, optimizer, update_every=options.update_every,
                          max_pending=options.max_pending)
@@ -80,6 +86,14 @@ class CoagentLayer(AgentBase):
         self.freeze_at = options.freeze_at
         self._mask: np.ndarray | None = None
         self._grad_variance: GradientVariance | None = None
+        self.fire = options.fire
+        if self.fire.random and firing_rng is None:
+            raise ConfigError(f"{name}: a random firing schedule needs a firing rng")
+        self.firing_rng = firing_rng if self.fire.random else None
+        self.hold = None if self.fire.always else Hold(self._lead, unit.width(self.n_units),
+                                                       self.dtype)
+        self.importance_cap = options.importance_cap
+        self.importance = None if self.importance_cap is None else ImportanceStats(self._lead)
 
     def record_grad_variance(self) -> None:
         """Measure every batch's per-example gradient variance (:mod:`~async_coagents.core.
@@ -136,7 +150,14 @@ class CoagentLayer(AgentBase):
                 mask = self._subset_mask()  # only these units sample; the rest act greedily (§2.3)
                 action = np.where(mask[..., None, :], action, unit.greedy(dist))
         h = unit.transition(action, self.dtype)
-        self._remember(sid, PendingBatch(x, cache, h, self.version, dist, action, mask, greedy))
+        fired = None
+        if self.hold is not None:  # the execution function at step t = forwards so far
+            fired = self.fire.fired(self.stats.forwards, self._lead, x.shape[-2],
+                                    self.firing_rng)
+            h = self.hold.apply(fired, h)
+        logp = None if self.importance_cap is None else unit.log_prob(dist, action)
+        self._remember(sid, PendingBatch(x, cache, h, self.version, dist, action, mask, greedy,
+                                         fired, logp))
         return h
 
     def reward(self, sid: int, r: np.ndarray, labels: np.ndarray | None = None):
@@ -207,15 +228,43 @@ class CoagentLayer(AgentBase):
         rule = self.rule
         message = None if rule.message_after_step else rule.message(step)
         if not e.greedy:
-            dz = rule.policy_grad(step)  # dJ/dz of the rule (§3.0)
-            self.policy.backward(e.cache, dz)
-            if self._grad_variance is not None:
-                self._grad_variance.record(e.x, dz, self.policy.grad)
-            self._step()
+            # a periodic schedule that did not fire at this step: no step at all (core/firing.py)
+            idle = self.fire.kind == "every" and not e.fired.any()
+            if not idle:
+                dz = self._corrected(e, rule.policy_grad(step))  # dJ/dz of the rule (§3.0)
+                self.policy.backward(e.cache, dz)
+                if self._grad_variance is not None:
+                    self._grad_variance.record(e.x, dz, self.policy.grad)
+                self._step()
             rule.after_step(step)
         if rule.message_after_step:
             message = rule.message(step)
         return message
+
+    def _corrected(self, e: PendingBatch, dz: np.ndarray) -> np.ndarray:
+        """``dz (..., B, U*K)`` with the streams that did not fire masked out and, with the
+        staleness correction, each unit's term weighted by its truncated importance ratio."""
+        if e.fired is not None:
+            dz = dz * e.fired[..., None]
+        if self.importance_cap is not None:
+            logp_now = self.unit.log_prob(self.unit.policy(self.policy.forward(e.x)[0]), e.action)
+            rho, weight = truncated_ratio(logp_now, e.logp, self.importance_cap)
+            self.importance.record(rho, self.importance_cap, e.fired)
+            per_unit = dz.reshape(*weight.shape, -1)
+            dz = (per_unit * weight[..., None].astype(per_unit.dtype)).reshape(dz.shape)
+        return dz
+
+    def take_asynchrony(self) -> dict:
+        """Since the last call: ``fired``, the fraction of stream-steps it fired on (a layer
+        that does not always fire), and ``importance_mean`` / ``importance_truncated``, the mean
+        importance ratio and the fraction truncated at the cap (with the staleness correction);
+        floats, or ``(R,)`` arrays with replicas, ``None`` for an empty interval."""
+        taken = {}
+        if self.hold is not None:
+            taken["fired"] = self.hold.take()
+        if self.importance is not None:
+            taken["importance_mean"], taken["importance_truncated"] = self.importance.take()
+        return taken
 
     # ---- state --------------------------------------------------------------------------------
     def _pending_layout(self, x: np.ndarray) -> dict:
@@ -235,6 +284,12 @@ class CoagentLayer(AgentBase):
         if entry["mask"] is not None:
             check_like(entry["mask"], np.zeros((*self._lead, self.n_units), dtype=bool),
                        f"{self.name}: batch {sid} in flight: mask")
+        streams = entry["x"].shape[:-1]
+        check_like(entry.get("fired"), None if self.hold is None else np.zeros(streams, bool),
+                   f"{self.name}: batch {sid} in flight: fired")
+        check_like(entry.get("logp"), None if self.importance_cap is None else
+                   np.zeros(entry["action"].shape, self.dtype),
+                   f"{self.name}: batch {sid} in flight: logp")
 
     def _extra_state(self) -> dict:
         state = {
@@ -244,12 +299,32 @@ class CoagentLayer(AgentBase):
         }
         if self._grad_variance is not None:  # only a run that records it saves it
             state["grad_variance"] = self._grad_variance.state_dict()
+        if self.hold is not None:  # only a layer that does not always fire holds
+            state["hold"] = self.hold.state_dict()
+            if self.firing_rng is not None:
+                state["firing_rng"] = rng_state(self.firing_rng)
+        if self.importance is not None:  # only a run with the staleness correction
+            state["importance"] = self.importance.state_dict()
         return state
 
     def _load_extra_state(self, state: dict) -> None:
         set_rng_state(self.rng, state["rng"], f"{self.name} sampling stream")
         if self._grad_variance is not None:
             self._grad_variance.load_state_dict(state.get("grad_variance"))
+        if ("hold" in state) != (self.hold is not None):
+            raise CheckpointError(f"{self.name}: checkpoint and network disagree on the firing "
+                                  "schedule (backend.fire)")
+        if self.hold is not None:
+            self.hold.load_state_dict(state["hold"], self.name)
+        if self.firing_rng is not None:
+            if "firing_rng" not in state:
+                raise CheckpointError(f"{self.name}: checkpoint has no firing stream")
+            set_rng_state(self.firing_rng, state["firing_rng"], f"{self.name} firing stream")
+        if ("importance" in state) != (self.importance is not None):
+            raise CheckpointError(f"{self.name}: checkpoint and network disagree on the "
+                                  "staleness correction (network.importance_cap)")
+        if self.importance is not None:
+            self.importance.load_state_dict(state["importance"], self.name)
         self.rule.load_state_dict(state, self.name)
         mask = state["subset_mask"]
         if mask is not None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from async_coagents.core import seeding
 from async_coagents.core.baselines import StateBaseline
+from async_coagents.core.firing import FiringSchedule, parse_schedule
 from async_coagents.core.groups import split_layer
 from async_coagents.core.input_baseline import InputBaselineAgent
 from async_coagents.core.layers import BackpropNetwork, CoagentLayer, Readout
@@ -82,6 +83,8 @@ class NetworkSpec:
     subset_every: int = default("subset_every")
     freeze_at: tuple[int | None, ...] | None = default("freeze_at")
     update_every: int | tuple[int, ...] = default("update_every")
+    fire: str | tuple[str, ...] = default("fire")
+    importance_cap: float | None = default("importance_cap")
     dtype: str = default("dtype")
     max_pending: int = default("max_pending")
     units_per_agent: int = default("units_per_agent")
@@ -92,6 +95,8 @@ class NetworkSpec:
             object.__setattr__(self, "freeze_at", tuple(self.freeze_at))
         if not isinstance(self.update_every, int):
             object.__setattr__(self, "update_every", tuple(self.update_every))
+        if not isinstance(self.fire, str):
+            object.__setattr__(self, "fire", tuple(self.fire))
         if isinstance(self.layer_lr, list | tuple):  # () is the config's "unset"
             object.__setattr__(self, "layer_lr", tuple(self.layer_lr) or None)
         self._validate()
@@ -99,6 +104,10 @@ class NetworkSpec:
     # ---- validation -------------------------------------------------------------------------
     def _validate(self) -> None:
         """Each field against its one definition (``core.settings``), then the combinations."""
+        self._validate_network()
+        self._validate_asynchrony(get_rule(self.rule))
+
+    def _validate_network(self) -> None:
         for f in fields(self):
             setting, value = SETTINGS[f.name], getattr(self, f.name)
             if value is None and setting.default is None and f.name not in ("n_inputs",
@@ -192,6 +201,42 @@ class NetworkSpec:
                     f"{len(self.update_every)}"
                 )
 
+    def _validate_asynchrony(self, rule) -> None:
+        """Firing schedules (``core/firing.py``): one per layer agent or one for all, ``always``
+        for a supervised learner, and a rule whose message reads its own sampled action (HNCA,
+        Weight Maximization) only fires always."""
+        plan = self.layer_plan()
+        schedules = [self.fire] if isinstance(self.fire, str) else list(self.fire)
+        if not isinstance(self.fire, str) and len(schedules) != len(plan):
+            raise ConfigError(f"fire needs one entry per layer agent ({len(plan)}, bottom to "
+                              f"top), got {len(schedules)}")
+        for index in range(len(plan)):
+            schedule = self.fire_for(index)
+            if schedule.always:
+                continue
+            if self.learner != "coagent":
+                raise ConfigError(f"fire: the {self.learner} learner is not a network of "
+                                  f"coagents; it fires always (got {schedule.spelling()!r})")
+            if plan[index][0] == "readout":
+                raise ConfigError(f"fire[{index}]: the supervised read-out fires always; got "
+                                  f"{schedule.spelling()!r}")
+            if not rule.supports_firing:
+                raise ConfigError(f"fire: the rule {self.rule!r} computes its message from its "
+                                  "own sampled action, which a layer that holds does not send; "
+                                  "its layers fire always")
+        if self.importance_cap is not None and self.learner != "coagent":
+            raise ConfigError(f"importance_cap corrects coagent layers' policy steps; the "
+                              f"{self.learner} learner has none")
+
+    def fire_for(self, index: int) -> FiringSchedule:
+        """The execution function of layer agent ``index`` of :meth:`layer_plan`; one schedule
+        for all applies to the coagent layers (a supervised read-out fires always)."""
+        if isinstance(self.fire, str) and self.layer_plan()[index][0] == "readout":
+            return FiringSchedule()
+        text = self.fire if isinstance(self.fire, str) else self.fire[index]
+        where = "fire" if isinstance(self.fire, str) else f"fire[{index}]"
+        return parse_schedule(text, where)
+
     # ---- derived ----------------------------------------------------------------------------
     @property
     def resolved_output(self) -> str:
@@ -244,13 +289,16 @@ class NetworkSpec:
         """The options of layer agent ``index`` of :meth:`layer_plan`: its clock rate and
         ``max_pending``, and for a stochastic hidden layer its subset and freezing batch."""
         plan = self.layer_plan()
+        common = {"update_every": self.update_every_for(index), "max_pending": self.max_pending,
+                  "subset_every": self.subset_every}
+        if plan[index][0] == "readout":
+            return LayerOptions(**common)
+        asynchrony = {"fire": self.fire_for(index), "importance_cap": self.importance_cap}
         if plan[index][0] != "coagent":
-            return LayerOptions(update_every=self.update_every_for(index),
-                                max_pending=self.max_pending, subset_every=self.subset_every)
+            return LayerOptions(**common, **asynchrony)
         hidden_index = sum(kind == "coagent" for kind, _ in plan[:index])
         return LayerOptions(
-            update_every=self.update_every_for(index), max_pending=self.max_pending,
-            subset=self.subset, subset_every=self.subset_every,
+            **common, **asynchrony, subset=self.subset,
             freeze_at=None if self.freeze_at is None else self.freeze_at[hidden_index])
 
     def to_dict(self) -> dict:
@@ -276,7 +324,8 @@ class NetworkSpec:
                               "at one learning rate, network.lr: leave network.layer_lr empty")
         return replace(self, learner="backprop", activation="relu", partition=None, output=None,
                        rule="reinforce", freeze_at=None, subset=None, reinforce_updates=0,
-                       update_every=1, units_per_agent=0)
+                       update_every=1, units_per_agent=0, fire=default("fire"),
+                       importance_cap=None)
 
 
 def staged_freeze_epochs(epochs: int, n_layers: int) -> list[int | None]:
@@ -428,9 +477,12 @@ def build_network(spec: NetworkSpec, seed: int | Sequence[int]) -> Network:
             critic_lr_ratio=spec.critic_lr_ratio,
             critic_rng=lambda index=index: seeding.generator(seed, "init", index, _CRITIC),
             replicas=replicas)
+        firing_rng = (seeding.generator(seed, "firing", index) if options.fire.random
+                      else None)
         layers.append(CoagentLayer(
             names[index], net, unit, optimizer(net.params.shape, spec.lr_of(index)),
-            sampling_rng=sampling_rng, rule=rule.build(settings), options=options))
+            sampling_rng=sampling_rng, rule=rule.build(settings), options=options,
+            firing_rng=firing_rng))
     for lower, upper in itertools.pairwise(layers):  # routing follows from the rules (§3.6)
         if isinstance(lower, CoagentLayer):
             lower.listen_to(upper)
@@ -439,7 +491,8 @@ def build_network(spec: NetworkSpec, seed: int | Sequence[int]) -> Network:
             if layer.n_units > spec.units_per_agent:
                 layers[index] = split_layer(
                     layer, spec.units_per_agent,
-                    lambda g, index=index: seeding.generator(seed, "sampling", index, g))
+                    lambda g, index=index: seeding.generator(seed, "sampling", index, g),
+                    lambda g, index=index: seeding.generator(seed, "firing", index, g))
     input_baseline = None
     if rule.broadcasts_advantage:
         input_baseline = InputBaselineAgent(

@@ -17,7 +17,7 @@ from async_coagents.errors import CheckpointError
 
 #: The purposes a stream can serve; the number is part of the stream's spawn key, so never
 #: renumber them (old checkpoints and seeds would change meaning).
-PURPOSES = {"data": 0, "init": 1, "sampling": 2}
+PURPOSES = {"data": 0, "init": 1, "sampling": 2, "firing": 3}
 
 
 def generator(seed: int | Sequence[int], purpose: str, *key: int

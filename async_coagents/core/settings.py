@@ -22,20 +22,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from async_coagents.core.firing import FiringSchedule
 from async_coagents.core.rules import RULES
 from async_coagents.errors import ConfigError
 
 # Types a key may have: "int", "float" (an int is accepted), "str", "bool", "ints" (list of int),
 # "int|ints" (one int or a list of int, e.g. per-layer clock rates), "floats" (list of numbers),
-# "strs" (list of str).
+# "strs" (list of str), "str|strs" (one str or a list of str, e.g. per-layer firing schedules).
 TYPE_NAMES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean",
               "ints": "list of integers", "int|ints": "integer or list of integers",
-              "floats": "list of numbers", "strs": "list of strings"}
+              "floats": "list of numbers", "strs": "list of strings",
+              "str|strs": "string or list of strings"}
 #: The types whose value is itself a list (a list of lists is then a sweep of them).
-LIST_VALUED = ("ints", "strs", "int|ints", "floats")
+LIST_VALUED = ("ints", "strs", "int|ints", "floats", "str|strs")
 #: Every integer of a config is stored in the run's checkpoints as a 64-bit msgpack int.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
@@ -161,6 +163,17 @@ SETTINGS: dict[str, Setting] = {
     "update_every": Setting("int|ints", 1, "clock rate: a layer steps every n of its batches "
                             "(one value, or one per layer agent)", minimum=1,
                             config="backend.update_every"),
+    "fire": Setting("str|strs", "always", "execution function (Kostas et al. 2020): when a "
+                    "coagent layer samples a new output on each of the B streams of a batch; "
+                    "\"always\", \"every:N\" or \"every:N:PHASE\" (steps t with t % N == PHASE), "
+                    "or \"p:P\" (each stream with probability P, from the layer's own random "
+                    "stream); where it does not fire it holds its last output (0 at a stream's "
+                    "start) and takes no update (one value, or one per layer agent; a supervised "
+                    "read-out fires always)", config="backend.fire"),
+    "importance_cap": Setting("float", None, "staleness correction: weight each unit's policy "
+                              "step by its importance ratio pi_now(a|s) / pi_sampled(a|s), "
+                              "truncated at this cap (V-trace's rho-bar, Espeholt et al. 2018); "
+                              "0 = off", minimum=0, config="network.importance_cap", unset=0),
     "dtype": Setting("str", "float32", "floating point type of the network",
                      choices=("float32", "float64"), config="network.dtype"),
     "max_pending": Setting("int", 1024, "batches a layer agent remembers between its forward "
@@ -176,13 +189,17 @@ class LayerOptions:
     """The options of one layer agent: its clock rate (steps every ``update_every`` of its
     batches), the batches it remembers (``max_pending``), the ``subset`` of its units that sample
     and learn, redrawn every ``subset_every`` batches (§2.3, ``None`` = all), and the batch
-    ``freeze_at`` from which it acts greedily and stops learning (§2.4, ``None`` = never)."""
+    ``freeze_at`` from which it acts greedily and stops learning (§2.4, ``None`` = never); its
+    execution function ``fire`` (``core/firing.py``) and the cap of its staleness correction
+    ``importance_cap`` (``None`` = no correction)."""
 
     update_every: int = 1
     max_pending: int = 1024
     subset: int | None = None
     subset_every: int = 1
     freeze_at: int | None = None
+    fire: FiringSchedule = field(default_factory=FiringSchedule)
+    importance_cap: float | None = None
 
 
 #: The options of a layer agent built without any (every option at its default).
@@ -233,6 +250,10 @@ def check_value(where: str, setting: Setting, value: Any) -> Any:
             raise ConfigError(f"{where} must be a non-empty {expected}")
         return [check_value(f"{where}[{i}]", Setting("float", None, "", **_bounds(setting)), item)
                 for i, item in enumerate(value)]
+    if setting.type == "str|strs" and is_sequence:
+        if not value:
+            raise ConfigError(f"{where} must be a non-empty {expected}")
+        return check_value(where, replace(setting, type="strs"), value)
     if setting.type == "strs":
         if not is_sequence or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a {expected}, got {short(value)}")
@@ -256,7 +277,7 @@ def check_value(where: str, setting: Setting, value: Any) -> Any:
             raise ConfigError(f"{where} must be finite, got {short(value)}") from None
         if not math.isfinite(value):
             raise ConfigError(f"{where} must be finite, got {value!r}")
-    elif setting.type == "str":
+    elif setting.type in ("str", "str|strs"):
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a {expected}, got {short(value)}")
         check_text(where, value)

@@ -117,6 +117,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                     "layer agent, the trace of the covariance of its per-example "
                                     "gradient estimates, mean over the batches since the last "
                                     "evaluation (None for a partition group or a read-out)"),
+        "online_metrics": Key("bool", False, "online metrics (experiment/online.py): every "
+                              "metrics row gets the prequential (test-then-train) loss and "
+                              "accuracy of the run so far and the accuracy since the last row; "
+                              "a class-blocked stream also writes blocks.jsonl: per-class test "
+                              "accuracy after every block, forgetting (Avalanche) and backward "
+                              "transfer (GEM)"),
         "pretrain_updates": Key("int", 0, "backprop pre-training updates, then copy and SGD with "
                                 "lr/128 (§5.4)", minimum=0),
         "diverge_factor": Key("float", 1000.0, "the run stops as diverged at a training loss that "
@@ -127,9 +133,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "kind": Key("str", "local", "local (in process, deterministic) or ray (one actor per "
                     "layer)", choices=("local", "ray")),
         "window": Key("int", 1, "batches in flight at once", minimum=1),
-        "reward_delay": Key("int", 0, "the reward of batch t arrives after the forward of batch "
-                            "t+D", minimum=0),
+        "reward_delay": Key("int|ints", 0, "the reward of batch t arrives after the forward of "
+                            "batch t+D: one D for every layer agent, or one per layer agent "
+                            "(bottom to top, e.g. its distance from the output); a sweep of "
+                            "per-layer delays is a list of lists", minimum=0),
         "update_every": _key("update_every"),
+        "fire": _key("fire"),
         "units_per_actor": _key("units_per_agent"),
         "address": Key("str", "", "Ray cluster address; empty = start a local Ray instance"),
         "placement": Key("str", "default", "where Ray places the layer actors: default (Ray "
@@ -456,9 +465,10 @@ def _check_combinations(config: dict, origin: str) -> None:
     if backend["address"] and backend["kind"] != "ray":
         raise ConfigError(f"{origin}: backend.address ({backend['address']!r}) is for the Ray "
                           f"backend, and backend.kind is {backend['kind']!r}")
-    if backend["reward_delay"] >= backend["window"]:
+    longest = max(delays(backend["reward_delay"]))
+    if longest >= backend["window"]:
         raise ConfigError(f"{origin}: backend.reward_delay ({backend['reward_delay']}) needs "
-                          f"backend.window >= {backend['reward_delay'] + 1} batches in flight "
+                          f"backend.window >= {longest + 1} batches in flight "
                           f"(window is {backend['window']})")
     if data["dataset"] == "correlated" and data["means"] * data["segments"] * data["batch"] < 100:
         raise ConfigError(f"{origin}: the correlated evaluation sets hold data.means x "
@@ -479,9 +489,19 @@ def _check_network(config: dict, origin: str) -> None:
     constructing the spec with the sizes the data config implies (``footprint.estimated_spec``;
     no data is loaded)."""
     try:
-        estimated_spec(config)
+        spec = estimated_spec(config)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: [network] {exc}") from None
+    delay = config["backend"]["reward_delay"]
+    agents = len(spec.layer_plan())
+    if not isinstance(delay, int) and len(delay) != agents:
+        raise ConfigError(f"{origin}: backend.reward_delay needs one entry per layer agent "
+                          f"({agents}, bottom to top), got {len(delay)}")
+
+
+def delays(reward_delay: int | list[int]) -> list[int]:
+    """The delays of ``backend.reward_delay``: one for all layer agents, or one each."""
+    return [reward_delay] if isinstance(reward_delay, int) else list(reward_delay)
 
 
 def _suggest(key: str, known: dict) -> str:

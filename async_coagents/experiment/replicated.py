@@ -23,6 +23,7 @@ seeds ``run.seed .. run.seed + R - 1`` packed that way.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -151,6 +152,9 @@ class ReplicatedRun:
             if self.record_grad_variance:
                 self.network.record_grad_variance()
         w = self.replicas[0].workload
+        if config["run"]["online_metrics"] and config["data"]["stream"] == "class-blocked":
+            raise ConfigError("run.online_metrics on a class-blocked stream (blocks.jsonl) is "
+                              "written by separate runs only: set sweep.replicas = 1")
         self.updates, self.eval_every = w.updates, w.eval_every
         self.pretrain_updates = config["run"]["pretrain_updates"]
         agents_dir = self.group_dir / f".agents-{seeds[0]}"  # Ray agents' own checkpoints
@@ -320,11 +324,12 @@ class ReplicatedRun:
             if same_as not in measured:
                 measured[same_as] = phase.evaluate(x, y)
             by_split[name] = measured[same_as]
-        staleness = grad_variance = None
+        staleness = grad_variance = asynchrony = None
         if phase is self.coagent:
             staleness = self.backend.take_staleness()
             if self.record_grad_variance:
                 grad_variance = self.backend.take_grad_variance()
+            asynchrony = self.backend.take_asynchrony()
         shown = None
         phase_name = phase.name if self.pretraining is not None else None
         for replica in self.running:
@@ -332,7 +337,11 @@ class ReplicatedRun:
             per_replica = None if grad_variance is None else [
                 None if v is None else float(v[r]) for v in grad_variance]
             row = evaluation_row(replica.state, {k: v[r] for k, v in by_split.items()},
-                                 phase_name, staleness, per_replica)
+                                 phase_name, staleness, per_replica,
+                                 None if asynchrony is None else [
+                                     {k: finite_or_none(v, r) for k, v in taken.items()}
+                                     for taken in asynchrony],
+                                 replica.config["run"]["online_metrics"])
             replica.directory.append_metrics(row)
             shown = shown or row
         return shown
@@ -448,3 +457,11 @@ def resume_replicas(paths: list[Path], *, progress: bool | None = None,
             return run.run()
         finally:
             run.close()
+
+
+def finite_or_none(value, r: int) -> float | None:
+    """Replica ``r``'s entry of a per-replica interval figure (``None``: none measured)."""
+    if value is None:
+        return None
+    part = float(value[r])
+    return part if math.isfinite(part) else None

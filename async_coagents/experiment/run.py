@@ -23,9 +23,16 @@ from async_coagents.backends.local import LocalBackend
 from async_coagents.checkpoint import save_checkpoint
 from async_coagents.core.metrics import LAYER_METRICS, evaluate
 from async_coagents.core.network import Network, build_network
+from async_coagents.data import ClassBlockedStream
 from async_coagents.errors import CheckpointError, ConfigError, DivergedError, ProtocolError
 from async_coagents.experiment.divergence import DivergenceCriterion, reference_loss
 from async_coagents.experiment.footprint import memory_backstop
+from async_coagents.experiment.online import (
+    append_block,
+    block_row,
+    keep_blocks_until,
+    per_class_accuracy,
+)
 from async_coagents.experiment.phases import CoagentTraining, Pretraining
 from async_coagents.experiment.progress import Progress
 from async_coagents.experiment.rundir import CONFIG, RunDirectory
@@ -60,6 +67,11 @@ class Counters:
     hits_total: int = field(default=0, metadata=SINCE_WAVE_3)
     examples_total: int = field(default=0, metadata=SINCE_WAVE_3)
     totals_since: int = field(default=0, metadata=SINCE_WAVE_3)  # the update they count from
+    # run.online_metrics (experiment/online.py): hits since the last row, and each class's test
+    # accuracy after its last block of a class-blocked stream
+    interval_hits: int = field(default=0, metadata=SINCE_WAVE_3)
+    interval_examples: int = field(default=0, metadata=SINCE_WAVE_3)
+    block_initial: dict = field(default_factory=dict, metadata=SINCE_WAVE_3)
 
 
 class Run:
@@ -82,6 +94,9 @@ class Run:
             if self.record_grad_variance:
                 self.network.record_grad_variance()  # before the agents go where they run
         self.pretrain_updates = config["run"]["pretrain_updates"]
+        self.online = config["run"]["online_metrics"]
+        stream = self.workload.stream
+        self.blocked = self.online and isinstance(stream, ClassBlockedStream)
         self.backend, self.coagent, self.pretraining = build_phases(
             config, self.spec, self.network, seed, directory.path, self.workload.updates)
         self.state = Counters()
@@ -142,6 +157,8 @@ class Run:
                     s.interval_samples += len(batch.x)
                     s.wall_s = wall_at_start + time.perf_counter() - started
                     bar.advance()
+                    if self.blocked and s.updates % w.stream.run_length == 0:
+                        self._evaluate_block()
                     if s.updates % w.eval_every == 0 or s.updates == w.updates:
                         if s.updates == w.updates:
                             self._account(self.backend.finish(), s.updates)
@@ -197,15 +214,30 @@ class Run:
             if key_of_split not in measured:
                 measured[key_of_split] = phase.evaluate(split.x, split.y)
             by_split[split_name] = measured[key_of_split]
-        staleness = grad_variance = None
+        staleness = grad_variance = asynchrony = None
         if phase is self.coagent:  # the agents' staleness; the twin's is not the network's
             staleness = self.backend.take_staleness()
             if self.record_grad_variance:
                 grad_variance = self.backend.take_grad_variance()
+            asynchrony = self.backend.take_asynchrony()
         row = evaluation_row(s, by_split, phase.name if self.pretraining is not None else None,
-                             staleness, grad_variance)
+                             staleness, grad_variance, asynchrony, self.online)
         self.directory.append_metrics(row)
         return row
+
+    def _evaluate_block(self) -> None:
+        """A class block just ended: every class's greedy test accuracy, forgetting and backward
+        transfer into ``blocks.jsonl`` (``experiment/online.py``)."""
+        if self.phase is not self.coagent:
+            return
+        s, stream, test = self.state, self.workload.stream, self.workload.eval_sets["test"]
+        predicted = self.backend.predict(test.x).argmax(axis=-1)
+        accuracy = per_class_accuracy(predicted, test.y, [int(c) for c in stream.class_order])
+        initial = {int(c): a for c, a in s.block_initial.items()}
+        row = block_row(s.updates, s.updates // stream.run_length - 1,
+                        stream.block_class(s.updates - 1), accuracy, initial)
+        s.block_initial = {str(c): a for c, a in initial.items()}
+        append_block(self.directory.path, row)
 
     # ---- summary and checkpoints ------------------------------------------------------------
     def summary(self, status: str, error: str | None = None,
@@ -245,7 +277,8 @@ class Run:
 
 #: Per-agent lists of a metrics row that describe the interval since the previous row, not the
 #: network at the row: left out of the summary's final metrics.
-_INTERVAL_LISTS = ("staleness_mean", "staleness_max", "grad_variance")
+_INTERVAL_LISTS = ("staleness_mean", "staleness_max", "grad_variance", "fired", "importance_mean",
+                   "importance_truncated")
 
 
 def count_completed(s: Counters, batch) -> None:
@@ -258,13 +291,20 @@ def count_completed(s: Counters, batch) -> None:
     if batch.hits is not None:
         s.hits_total += batch.hits
         s.examples_total += batch.size
+        s.interval_hits += batch.hits
+        s.interval_examples += batch.size
 
 
 def evaluation_row(s: Counters, by_split: dict[str, dict], phase: str | None,
-                   staleness: list | None, grad_variance: list | None) -> dict:
+                   staleness: list | None, grad_variance: list | None,
+                   asynchrony: list[dict] | None = None, online: bool = False) -> dict:
     """One ``metrics.jsonl`` row from the run's counters ``s`` and each split's metrics; starts the
     counters' next interval. ``phase`` names the phase of a run that pre-trains; ``staleness``
-    (per agent ``(mean, max)``) and ``grad_variance`` are the agents' intervals (coagent phase)."""
+    (per agent ``(mean, max)``), ``grad_variance`` and ``asynchrony`` (per agent its firing and
+    staleness-correction figures, ``take_asynchrony``) are the agents' intervals (coagent phase):
+    each key of ``asynchrony`` that some agent reports is a per-agent list (``None`` for the
+    others), so a run without firing schedules or correction writes none of them. ``online``
+    (``run.online_metrics``) adds the prequential figures (``experiment/online.py``)."""
     row = {"step": s.updates, "samples": s.samples, "wall_s": round(s.wall_s, 3),
            "train_loss": s.loss_sum / s.loss_batches if s.loss_batches else None}
     if phase is not None:
@@ -281,8 +321,17 @@ def evaluation_row(s: Counters, by_split: dict[str, dict], phase: str | None,
         row["staleness_max"] = [peak for _, peak in staleness]
         if grad_variance is not None:
             row["grad_variance"] = grad_variance
+        for key in dict.fromkeys(k for taken in asynchrony or [] for k in taken):
+            row[key] = [taken.get(key) for taken in asynchrony]
+    if online:
+        so_far = prequential(s)
+        row["prequential_loss"], row["prequential_accuracy"] = (so_far["loss_mean"],
+                                                                so_far["accuracy"])
+        row["online_accuracy"] = (s.interval_hits / s.interval_examples if s.interval_examples
+                                  else None)
     row["samples_per_s"] = s.interval_samples / s.interval_train_s if s.interval_train_s else None
     s.loss_sum, s.loss_batches, s.interval_samples, s.interval_train_s = 0.0, 0, 0, 0.0
+    s.interval_hits = s.interval_examples = 0
     return row
 
 
@@ -462,12 +511,14 @@ def _resume(directory: RunDirectory, *, progress: bool | None, address: str | No
             log.info("%s has no checkpoint yet: starting the run from the beginning",
                      directory.path)
             directory.keep_metrics_until(-1)
+            keep_blocks_until(directory.path, -1)
             return run.run()
         if run.state.updates >= run.workload.updates:  # finished, but its summary was lost
             summary = run.summary("completed")
             directory.write_summary(summary)
             return summary
         directory.keep_metrics_until(run.state.updates)
+        keep_blocks_until(directory.path, run.state.updates)
         return run.run()
     finally:
         run.close()

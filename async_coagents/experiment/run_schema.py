@@ -205,7 +205,9 @@ _PENDING = table({
     "mask": optional(array("b", ndim=1)), "greedy": flag,
     "reward": optional(array("f", ndim=1)),
     "feedback": optional(array("f")),  # (B, *the message shape of the rule above)
-})
+    "fired": array("b", ndim=1),  # backend.fire: the streams the layer fired on
+    "logp": array("f", ndim=2),  # network.importance_cap: the sampling log-probabilities
+}, may_be_missing={"fired", "logp"})
 _LAYER = {
     "name": text, "sizes": list_of(count), "params": _VECTOR, "optimizer": _OPTIMIZER,
     "version": count, "stats": dataclass_table(AgentStats, staleness_mean=number),
@@ -216,9 +218,14 @@ _LAYER = {
 _COAGENT = {**_LAYER, "rng": _RNG, "baseline": _BASELINE,
             "critic": optional(table({"params": _VECTOR, "optimizer": _OPTIMIZER})),
             "subset_mask": optional(array("b", ndim=1)),
-            "grad_variance": table({"total": number, "batches": count})}
-#: Entries of a coagent layer's state that only some runs write.
-_COAGENT_MAY_BE_MISSING = {"grad_variance"}  # run.record_grad_variance only
+            "grad_variance": table({"total": number, "batches": count}),
+            "hold": table({"value": array("f", ndim=2), "fired": count, "steps": count,
+                           "interval_fired": count, "interval_steps": count}),
+            "firing_rng": _RNG,
+            "importance": table({"total": number, "truncated": count, "terms": count})}
+#: Entries of a coagent layer's state that only some runs write: run.record_grad_variance,
+#: backend.fire (the hold; the firing stream of a random schedule), network.importance_cap.
+_COAGENT_MAY_BE_MISSING = {"grad_variance", "hold", "firing_rng", "importance"}
 _NETWORK = table({
     "spec": table_of_anything,
     "layers": list_of(tagged("kind", {
@@ -233,7 +240,11 @@ _STREAM_POSITION = table({"stream": text, "next_sid": count, "fingerprint": inte
 _COORDINATOR = table({
     "forwards": count,
     "inflight": list_of(table({"sid": count, "index": count, "output": array("f", ndim=2),
-                               "y": array("biuf"), "size": count})),
+                               "y": array("biuf"), "size": count,
+                               # per-layer delays: a batch delivered to some layers only
+                               "signal": array("f", ndim=1), "delivered": list_of(count),
+                               "messages": list_of(pair(count, optional(array("f"))))},
+                              may_be_missing={"signal", "delivered", "messages"})),
 })
 
 

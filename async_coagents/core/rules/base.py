@@ -110,6 +110,9 @@ class Rule:
     broadcasts_advantage: ClassVar[bool] = False
     target_policy: ClassVar[str | None] = None
     message_after_step: ClassVar[bool] = False  # the message reports what the step changed
+    # its layer may hold its output where it does not fire (core/firing.py): the rule's message
+    # and step read the layer's sent output, not only its own sampled action
+    supports_firing: ClassVar[bool] = True
     sends_feedback: ClassVar[bool] = False  # derived: the class overrides message()
 
     def __init_subclass__(cls, **kwargs) -> None:

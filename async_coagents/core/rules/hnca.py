@@ -138,6 +138,7 @@ class Hnca(GlobalBaseline):
 
     name = "hnca"
     section = "Young 2022"
+    supports_firing = False  # its message is computed from its own sampled action
     summary = "HNCA: each Bernoulli unit credited by its children's counterfactual probabilities"
 
     def __init__(self) -> None:

@@ -91,6 +91,7 @@ class WeightMax(Rule):
 
     name = "weight-max"
     section = "Chung 2022"
+    supports_firing = False  # its message reports the step of its own sampled actions
     summary = ("Weight Maximization: hidden units rewarded by the change of their outgoing "
                "squared weight norm, the output by the reward")
     message_after_step = True  # R is the change the layer's step made
