@@ -138,3 +138,27 @@ def test_a_replica_whose_loss_diverges_is_marked_and_the_others_write_their_sepa
         a, b = (json.loads((p / "summary.json").read_text()) for p in (alone, packed))
         for key in ("status", "train", "accounting", "updates", "samples"):
             assert a[key] == b[key], key
+
+
+def test_tallies_count_every_counter_that_count_completed_counts_bit_for_bit():
+    from dataclasses import asdict
+
+    from async_coagents.coordinator import Completed
+    from async_coagents.experiment.replicated import Replica, Tallies
+    from async_coagents.experiment.run import Counters, count_completed
+
+    rng = np.random.default_rng(0)
+    batches = [Completed(sid, rng.random(3) * 10, 8, np.ones(3, bool), rng.integers(0, 9, 3))
+               for sid in range(50)]
+    alone = [Counters(loss_sum=0.1, hits_total=2) for _ in range(3)]
+    replicas = [Replica(r, None, {}, None, state=Counters(loss_sum=0.1, hits_total=2))
+                for r in range(3)]
+    tallies = Tallies(replicas)
+    for batch in batches:
+        which = np.array([0, 2]) if batch.sid % 3 else np.arange(3)
+        tallies.count(batch, which)
+        for r in which:
+            count_completed(alone[r], batch.replica(r))
+    tallies.store()
+    for r in range(3):
+        assert asdict(replicas[r].state) == asdict(alone[r]), f"replica {r}"

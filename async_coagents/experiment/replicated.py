@@ -28,6 +28,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -45,6 +46,7 @@ from async_coagents.experiment.run import (
     Counters,
     _pretrain_state,
     build_phases,
+    count_completed,
     evaluation_row,
     read_run_checkpoint,
     run_summary,
@@ -76,9 +78,10 @@ class Replica:
         return self.config["run"]["seed"]
 
 
-#: The counters a completed batch adds to (``run.count_completed``), kept per replica in arrays.
+#: The counters a completed batch adds to (``run.count_completed``), kept per replica in arrays
+#: (tests/test_replicas.py checks that this is every counter it changes).
 TALLIED = ("loss_sum", "loss_batches", "completed", "loss_total", "loss_batches_total",
-           "hits_total", "examples_total")
+           "hits_total", "examples_total", "interval_hits", "interval_examples")
 
 
 class Tallies:
@@ -103,16 +106,14 @@ class Tallies:
                 setattr(replica.state, name, value)
 
     def count(self, batch, which: np.ndarray) -> None:
-        """Count ``batch`` (a replicated ``Completed``) for the replicas ``which``."""
-        a, loss = self.arrays, np.asarray(batch.loss, dtype=np.float64)[which]
-        a["loss_sum"][which] += loss
-        a["loss_batches"][which] += 1
-        a["completed"][which] += 1
-        a["loss_total"][which] += loss
-        a["loss_batches_total"][which] += 1
-        if batch.hits is not None:
-            a["hits_total"][which] += np.asarray(batch.hits)[which]
-            a["examples_total"][which] += batch.size
+        """Count ``batch`` (a replicated ``Completed``) for the replicas ``which``: the run's own
+        :func:`count_completed` applied to the tallies of those replicas at once."""
+        gathered = SimpleNamespace(**{name: values[which] for name, values in self.arrays.items()})
+        count_completed(gathered, SimpleNamespace(
+            loss=np.asarray(batch.loss, dtype=np.float64)[which], size=batch.size,
+            hits=None if batch.hits is None else np.asarray(batch.hits)[which]))
+        for name, values in self.arrays.items():
+            values[which] = getattr(gathered, name)
 
 
 def same_but_seed(configs: list[dict]) -> bool:
