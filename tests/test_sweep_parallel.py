@@ -85,6 +85,22 @@ def test_jobs_2_writes_the_run_directories_that_jobs_1_writes(tmp_path, capsys):
     assert [m["status"] for m in manifest(two)] == ["completed"] * 3
 
 
+def test_packed_groups_on_two_jobs_write_the_run_directories_that_one_job_writes(tmp_path):
+    """sweep.replicas packs members that differ in run.seed only into replicated runs (each equal
+    to its separate runs: tests/test_replicas.py); two groups on two worker processes write the
+    run directories that one job writes."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    packed = ["--set", "run.seed=[0,1,2,3]", "--set", "sweep.replicas=2", *QUICK]
+    assert main(["train", "--out", str(one), *packed, "--jobs", "1"]) == 0
+    assert main(["train", "--out", str(two), *packed, "--jobs", "2"]) == 0
+    assert [m["status"] for m in manifest(two)] == ["completed"] * 4
+    groups = [json.loads((d / "summary.json").read_text())["replicas"]["seeds"]
+              for d in member_dirs(two)]
+    assert groups == [[0, 1], [0, 1], [2, 3], [2, 3]]
+    for a, b in zip(member_dirs(one), member_dirs(two), strict=True):
+        assert_same_run(a, b)
+
+
 # ---- hooks run inside the worker processes (ProcessExecutor(setup=...)) -------------------------
 def _patch_train_one(act):
     """Call ``act(run)`` after each update of every run in this worker."""
@@ -107,6 +123,23 @@ def kill_seed_1_once():
             os.kill(os.getpid(), signal.SIGKILL)
 
     _patch_train_one(act)
+
+
+def kill_group_of_seed_1_once():
+    """The worker of the group holding seed 1 dies (SIGKILL) at update 50, the first time only
+    (its replicas' checkpoints are at 40)."""
+    from async_coagents.experiment.replicated import ReplicatedRun
+
+    marker = Path(os.environ["COAGENTS_TEST_DIR"]) / "killed"
+    train_one = ReplicatedRun._train_one
+
+    def patched(self, sid, x, y):
+        train_one(self, sid, x, y)
+        if 1 in self.seeds and self.replicas[0].state.updates + 1 == 50 and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    ReplicatedRun._train_one = patched
 
 
 def kill_seed_1_always():
@@ -186,6 +219,21 @@ def test_a_member_whose_worker_is_killed_resumes_from_its_checkpoint_and_complet
     reference.run(progress=False)
     for a, b in zip(member_dirs(sweep.path), member_dirs(reference.path), strict=True):
         assert_same_run(a, b)
+
+
+def test_a_group_whose_worker_is_killed_resumes_from_its_replicas_checkpoints(tmp_path,
+                                                                               hooks_dir):
+    sweep = Sweep.plan(tmp_path / "sweep", cfg.load("quickstart", [
+        "run.updates=60", "run.eval_every=20", "run.seed=[0,1,2,3]", "sweep.replicas=2"]))
+    sweep.run_parallel(ProcessExecutor(2, setup=f"{HERE}:kill_group_of_seed_1_once"))
+    assert (hooks_dir / "killed").exists()
+    assert [m.status for m in sweep.members] == ["completed"] * 4
+    assert [m.restarts for m in sweep.members] == [1, 1, 0, 0]  # the group's members, once
+    reference = Sweep.plan(tmp_path / "reference", cfg.load("quickstart", [
+        "run.updates=60", "run.eval_every=20", "run.seed=[0,1,2,3]", "sweep.replicas=2"]))
+    reference.run(progress=False)
+    for a, b in zip(member_dirs(sweep.path), member_dirs(reference.path), strict=True):
+        assert_same_run(a, b)  # resumed from update 40: as if never interrupted
 
 
 def test_a_member_whose_worker_dies_every_time_fails_and_the_others_complete(tmp_path):

@@ -129,7 +129,7 @@ def stack_states(states: Sequence, where: str = "state"):
     if isinstance(first, list | tuple):
         if any(not isinstance(s, list | tuple) or len(s) != len(first) for s in states):
             raise CheckpointError(f"{where}: the replicas' states have different lengths")
-        if all(s == first for s in states) and not _holds_arrays(first):
+        if not _holds_arrays(first) and all(s == first for s in states):
             return first
         return type(first)(stack_states([s[i] for s in states], f"{where}[{i}]")
                            for i in range(len(first)))
