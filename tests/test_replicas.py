@@ -162,3 +162,33 @@ def test_tallies_count_every_counter_that_count_completed_counts_bit_for_bit():
     tallies.store()
     for r in range(3):
         assert asdict(replicas[r].state) == asdict(alone[r]), f"replica {r}"
+
+
+@pytest.mark.parametrize("family", ["bernoulli", "categorical", "gaussian"])
+def test_evaluation_in_blocks_of_replicas_equals_separate_runs(family, monkeypatch):
+    """A replicated evaluation runs in cache-sized blocks of replicas (layers.MEASURE_BLOCK);
+    with blocks of one and of two replicas each replica still evaluates as its separate run."""
+    from async_coagents.core import layers
+
+    for block in (1, 2 * 8 * 6):  # one replica per block; two per block (batch 8, 6 units)
+        monkeypatch.setattr(layers, "MEASURE_BLOCK", block)
+        check_replicas_equal_separate_runs(rule_factory("baseline", family))
+
+
+def test_evaluation_in_blocks_of_replicas_on_inputs_of_their_own(monkeypatch):
+    """Each replica's own evaluation inputs (x (R, N, d), a correlated stream's sets), in blocks of
+    one replica: the outputs and sums of R separate networks, bit for bit."""
+    from async_coagents.core import layers
+
+    monkeypatch.setattr(layers, "MEASURE_BLOCK", 1)
+    factory = rule_factory("baseline", "gaussian")
+    seeds = [1, 2, 5]
+    replicated = factory(seeds)
+    x = np.random.default_rng(0).normal(size=(3, 40, 3)).astype(np.float32)
+    out, activity = replicated.measure(x)
+    for r, s in enumerate(seeds):
+        alone_out, alone_activity = factory(s).measure(x[r])
+        assert np.array_equal(out[r], alone_out)
+        for a, b in zip(activity, alone_activity, strict=True):
+            assert np.array_equal(a.replica(r).entropy_sum, b.entropy_sum)
+            assert a.replica(r).activity_sum == b.activity_sum

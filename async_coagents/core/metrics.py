@@ -60,6 +60,13 @@ class LayerActivity:
         """Mean entropy of each unit over the examples seen, ``(U,)`` (``(R, U)``)."""
         return self.entropy_sum / self.n
 
+    @classmethod
+    def stack(cls, blocks: list[LayerActivity]) -> LayerActivity:
+        """The sums of a replicated layer from those of its blocks of replicas, in order."""
+        return cls(blocks[0].n, np.concatenate([b.entropy_sum for b in blocks]),
+                   np.concatenate([np.atleast_1d(b.activity_sum) for b in blocks]),
+                   blocks[0].activity_count)
+
     def replica(self, r: int) -> LayerActivity:
         """Replica ``r``'s sums, as its separate run's layer reports them."""
         return LayerActivity(self.n, self.entropy_sum[r], float(self.activity_sum[r]),

@@ -16,6 +16,7 @@ evaluation); the arithmetic is on the trailing axes, so replica r computes what 
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Sequence
 
@@ -198,6 +199,18 @@ class MLP:
             raise CheckpointError(f"{what} has {params.dtype} parameters in the checkpoint, the "
                                   f"network uses {self.params.dtype}")
         self.params[...] = params
+
+    def replica_block(self, rows: slice) -> MLP:
+        """The replicas ``rows`` of a replicated MLP as an MLP of their own that shares their
+        parameters (views): a forward through it computes, per replica, exactly what the whole
+        MLP computes for that replica (one matrix product per replica slice either way)."""
+        block = copy.copy(self)
+        block.params = self.params[rows]
+        block.weights = [w[rows] for w in self.weights]
+        block.biases = [b[rows] for b in self.biases]
+        block._bias_rows = [b[rows] for b in self._bias_rows]
+        block.replicas = block.params.shape[0]
+        return block
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """The output only (greedy for straight-through units unless ``rng`` is given)."""
