@@ -1,5 +1,7 @@
-"""Benchmarks (``coagents bench``): updates per second of the engine on one core, and of the
-backends; and, only when named (``--only soak``), the soak of exactly-once recovery on Ray.
+"""Benchmarks (``coagents bench``): updates per second of the engine on one core, seed-updates
+per second of replicated networks (``run.replicas``) with each sampler of Gaussian noise and
+against this core's float32 matrix-multiply peak, and of the backends; and, only when named
+(``--only soak``), the soak of exactly-once recovery on Ray.
 Benchmarks print measurements; they are never tests with time limits.
 
 Each benchmark builds its network and stream, warms up, then times a fixed number of updates of
@@ -10,6 +12,7 @@ of a backend with a window.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import platform
@@ -139,6 +142,64 @@ def bench_normals(quick: bool) -> list[Result]:
         results.append(Result(f"normals-{normals}", f"{normals}: 200 x 32 x 50 float32 normals "
                               "per draw (one per replica generator)", draws, seconds,
                               math.prod(shape)))
+    return results
+
+
+#: The paper's nine seeds of each critic configuration (§6.3), as replicas.
+MNIST_REPLICAS = (1, 9)
+
+
+def matmul_flops_per_update(network, batch: int) -> float:
+    """A lower bound on the matrix-multiply FLOPs of one update: a forward and a backward pass
+    (three products of ``2 B n_in n_out`` FLOPs per weight matrix) of every layer's policy and
+    critic per replica; the off-policy critic's extra forwards at the greedy actions are not
+    counted."""
+    nets = []
+    for layer in network.layers:
+        for agent in getattr(layer, "groups", [layer]):
+            nets.append(agent.net)
+            critic = getattr(getattr(agent, "rule", None), "critic", None)
+            if critic is not None:
+                nets.append(critic.net)
+    per_replica = sum(6 * batch * n_in * n_out for net in nets
+                      for n_in, n_out in itertools.pairwise(net.sizes))
+    return per_replica * (network.replicas or 1)
+
+
+def matmul_peak(quick: bool) -> float:
+    """float32 FLOP/s of a large numpy matrix product (2048 x 2048) on this core."""
+    a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
+    b = np.random.default_rng(1).random((2048, 2048), dtype=np.float32)
+    seconds = _time(lambda i: a @ b, 2, 5 if quick else 20)
+    return 2 * 2048**3 * (5 if quick else 20) / seconds
+
+
+def bench_mnist_replicas(quick: bool) -> list[Result]:
+    """The MNIST off-policy configuration with R = 1 and R = 9 replicas (seed-updates/s), and the
+    fraction of this core's float32 matrix-multiply peak the engine's products reach."""
+    peak = matmul_peak(quick)
+    rng = np.random.default_rng(0)
+    results = []
+    for replicas in MNIST_REPLICAS:
+        updates = max(30, (300 if quick else 1500) // replicas)
+        seeds = list(range(replicas))
+        network = build_network(mnist_offpolicy_spec(), seeds if replicas > 1 else 0)
+        backend = LocalBackend(network)
+        lead = (replicas,) if replicas > 1 else ()
+        xs = rng.uniform(-1, 1, size=(16, *lead, 32, 784)).astype(np.float32)
+        ys = rng.integers(0, 10, size=(16, *lead, 32))
+
+        def step(i: int, backend=backend, xs=xs, ys=ys) -> None:
+            backend.submit(i, xs[i % 16], ys[i % 16])
+
+        seconds = _time(step, 10, updates)
+        flops = matmul_flops_per_update(network, 32) * updates / seconds
+        results.append(Result(f"mnist-offpolicy-r{replicas}",
+                              f"3x64 Bernoulli, critics 1x1024, batch 32, {replicas} replica(s)",
+                              updates * replicas, seconds, 32,
+                              {"matmul_gflops": round(flops / 1e9, 2),
+                               "peak_gflops": round(peak / 1e9, 2),
+                               "fraction_of_peak": round(flops / peak, 4)}))
     return results
 
 
@@ -317,12 +378,14 @@ BENCHMARKS: dict[str, Callable[[bool], Result | list[Result]]] = {
     "correlated-engine": bench_correlated,
     "mnist-offpolicy-engine": bench_mnist_offpolicy,
     "replicas": bench_replicas,
+    "mnist-replicas": bench_mnist_replicas,
     "normals": bench_normals,
     "backends": bench_backends,
     "pipeline": bench_pipeline,
     "soak": bench_soak,
 }
-ENGINE = ("correlated-engine", "mnist-offpolicy-engine", "replicas", "normals")
+ENGINE = ("correlated-engine", "mnist-offpolicy-engine", "replicas", "mnist-replicas",
+          "normals")
 #: Benchmarks that run only when ``--only`` names them (minutes long, or not a speed).
 NAMED_ONLY = ("soak",)
 
@@ -408,6 +471,17 @@ def run_benchmarks(quick: bool = False, only: list[str] | None = None,
             ns = 1e9 / drawn["samples_per_s"]
             summary[f"ns_per_normal_{normals}"] = round(ns, 2)
             report(f"{normals}: {ns:.1f} ns per float32 normal")
+    mnist = [by_name.get(f"mnist-offpolicy-r{r}") for r in MNIST_REPLICAS]
+    if all(mnist):
+        ratio = mnist[1]["updates_per_s"] / mnist[0]["updates_per_s"]
+        summary["mnist_offpolicy_r9_over_r1"] = round(ratio, 2)
+        report(f"MNIST off-policy, 9 replicas: {ratio:.1f}x the seed-updates/s of one network")
+        for r, m in zip(MNIST_REPLICAS, mnist, strict=True):
+            d = m["details"]
+            summary[f"mnist_offpolicy_r{r}_fraction_of_peak"] = d["fraction_of_peak"]
+            report(f"MNIST off-policy, R = {r}: matrix products at {d['matmul_gflops']} GFLOP/s "
+                   f"(at least), {100 * d['fraction_of_peak']:.0f} % of this core's float32 "
+                   f"matmul peak ({d['peak_gflops']} GFLOP/s)")
     for batch in (32, 1):
         local, ray_ = by_name.get(f"local-b{batch}-w1"), by_name.get(f"ray-b{batch}-w8")
         if local and ray_:
