@@ -368,19 +368,14 @@ def test_firing_and_clock_rates_combine():
 def test_replicas_write_the_run_directories_of_separate_runs_with_every_new_setting(tmp_path):
     """Run level (experiment/replicated.py): per-replica firing fractions, importance figures and
     prequential rows are each replica's separate run's."""
-    from async_coagents.experiment.replicated import train_replicas
-    from tests.test_replicas import rows
+    from tests.test_replicas import rows, separate_and_replicated
 
     seeds = [0, 3]
     sets = [f"{k}={v}" for k, v in {**ALL_ON, "run.updates": 90, "run.eval_every": 30,
                                      "network.hidden": "[8, 6]",
                                      "run.online_metrics": "true"}.items()]
     configs = [cfg.load("quickstart", [*sets, f"run.seed={s}"])[0][0] for s in seeds]
-    for s, c in zip(seeds, configs, strict=True):
-        train(c, tmp_path / "separate" / str(s), progress=False)
-    train_replicas(configs, [tmp_path / "replicas" / str(s) for s in seeds], progress=False)
-    for s in seeds:
-        alone, packed = tmp_path / "separate" / str(s), tmp_path / "replicas" / str(s)
+    for alone, packed in separate_and_replicated(tmp_path, configs):
         assert rows(alone) == rows(packed)
         assert "fired" in rows(alone)[-1] and "prequential_accuracy" in rows(alone)[-1]
     assert rows(tmp_path / "separate" / "0")[-1]["fired"] != rows(tmp_path / "separate" / "3")[

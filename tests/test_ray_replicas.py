@@ -5,8 +5,6 @@ a representative set of rules and unit families, batches in flight and a reward 
 and a run with ``run.replicas`` and ``backend.kind = "ray"`` writes the run directories of the
 local one."""
 
-import json
-
 import pytest
 
 from async_coagents.backends.local import LocalBackend
@@ -21,7 +19,7 @@ from async_coagents.testing import (
     replica_batches,
     rule_factory,
 )
-from tests.test_replicas import rows
+from tests.test_replicas import assert_same_runs
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -70,11 +68,7 @@ def test_a_replicated_ray_run_writes_the_run_directories_of_a_local_one(tmp_path
                                                   f"run.seed={s}"])[0][0] for s in seeds]
         train_replicas(configs, [tmp_path / kind / str(s) for s in seeds], progress=False)
     for s in seeds:
-        local, ray_ = tmp_path / "local" / str(s), tmp_path / "ray" / str(s)
-        assert rows(local) == rows(ray_)
-        a, b = (json.loads((p / "summary.json").read_text()) for p in (local, ray_))
-        for key in ("status", "train", "accounting", "updates", "samples"):
-            assert a[key] == b[key], key
+        assert_same_runs(tmp_path / "local" / str(s), tmp_path / "ray" / str(s))
 
 
 def test_a_killed_replicated_actor_restarts_from_its_own_checkpoint_and_ends_as_without_it(

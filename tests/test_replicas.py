@@ -32,6 +32,24 @@ def rows(path):
             for line in (path / "metrics.jsonl").read_text().splitlines()]
 
 
+def assert_same_runs(a, b) -> None:
+    """Two run directories hold the same run: every metrics row and the summary's figures."""
+    assert rows(a) == rows(b)
+    sa, sb = (json.loads((p / "summary.json").read_text()) for p in (a, b))
+    for key in ("status", "train", "accounting", "updates", "samples"):
+        assert sa[key] == sb[key], key
+
+
+def separate_and_replicated(tmp_path, configs: list[dict]) -> list[tuple]:
+    """Train ``configs`` (differing in run.seed only) as separate runs and as one replicated run;
+    per seed its two run directories ``(separate, replica)``."""
+    seeds = [c["run"]["seed"] for c in configs]
+    for s, c in zip(seeds, configs, strict=True):
+        train(c, tmp_path / "separate" / str(s), progress=False)
+    train_replicas(configs, [tmp_path / "replicas" / str(s) for s in seeds], progress=False)
+    return [(tmp_path / "separate" / str(s), tmp_path / "replicas" / str(s)) for s in seeds]
+
+
 @pytest.mark.parametrize("rule, family", [(r, f) for r in sorted(RULES) for f in FAMILIES
                                           if _can_train(r, f)])
 def test_every_rule_and_family_replicated_equals_separate_networks(rule, family):
@@ -64,16 +82,9 @@ def test_slicing_undoes_stacking():
 def test_replicas_write_the_run_directories_of_separate_runs(tmp_path, name, sets):
     seeds = [0, 3]
     configs = [cfg.load(name, [*sets, f"run.seed={s}"])[0][0] for s in seeds]
-    for s, c in zip(seeds, configs, strict=True):
-        train(c, tmp_path / "separate" / str(s), progress=False)
-    train_replicas(configs, [tmp_path / "replicas" / str(s) for s in seeds], progress=False)
-    for s in seeds:
-        alone, packed = tmp_path / "separate" / str(s), tmp_path / "replicas" / str(s)
-        assert rows(alone) == rows(packed)
-        a, b = (json.loads((p / "summary.json").read_text()) for p in (alone, packed))
-        for key in ("status", "train", "accounting", "updates", "samples"):
-            assert a[key] == b[key], key
-        assert b["replicas"]["seeds"] == seeds
+    for alone, packed in separate_and_replicated(tmp_path, configs):
+        assert_same_runs(alone, packed)
+        assert json.loads((packed / "summary.json").read_text())["replicas"]["seeds"] == seeds
 
 
 def test_run_replicas_is_a_sweep_of_seeds_whose_members_resume_and_evaluate_alone(tmp_path,
@@ -133,11 +144,7 @@ def test_a_replica_whose_loss_diverges_is_marked_and_the_others_write_their_sepa
     assert [s["status"] for s in summaries] == ["completed", "diverged", "completed"]
     assert summaries[1]["diverged"]["update"] == 1
     for s in (0, 4):
-        alone, packed = tmp_path / "separate" / str(s), tmp_path / "replicas" / str(s)
-        assert rows(alone) == rows(packed)
-        a, b = (json.loads((p / "summary.json").read_text()) for p in (alone, packed))
-        for key in ("status", "train", "accounting", "updates", "samples"):
-            assert a[key] == b[key], key
+        assert_same_runs(tmp_path / "separate" / str(s), tmp_path / "replicas" / str(s))
 
 
 def test_tallies_count_every_counter_that_count_completed_counts_bit_for_bit():
