@@ -18,6 +18,9 @@ from pathlib import Path
 from async_coagents import __version__
 from async_coagents.errors import CoagentsError, ConfigError, DivergedError
 
+#: Where `coagents bench --only multiplexer20` keeps its runs unless --out says otherwise.
+MULTIPLEXER20_OUT = "runs/bench-multiplexer20"
+
 
 def main(argv: list[str] | None = None) -> int:
     try:
@@ -142,17 +145,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
     p.add_argument("--only", action="append", default=[],
                    help="run only benchmarks whose name contains this (repeatable); the learning "
-                        "benchmark multiplexer20 runs only when named")
-    p.add_argument("--seeds", type=int, default=5, help="multiplexer20: seeds per learner")
+                        "benchmark multiplexer20 and the whole even-longer sweep run only when "
+                        "named")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="multiplexer20: seeds per learner (default 5); even-longer: seeds per "
+                        "config (default 200)")
     p.add_argument("--episodes", type=int, default=800_000,
                    help="multiplexer20: training episodes (updates at batch 1) per run")
     p.add_argument("--learners", default="",
                    help="multiplexer20: comma-separated learners (default: all)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="multiplexer20: runs at once in local worker processes")
-    p.add_argument("--out", default="runs/bench-multiplexer20",
-                   help="multiplexer20: the directory of its runs (an interrupted benchmark "
-                        "continues there)")
+                   help="multiplexer20 and even-longer: runs (groups of replicas) at once in "
+                        "local worker processes")
+    p.add_argument("--updates", type=int, default=320_000,
+                   help="even-longer: updates per run")
+    p.add_argument("--out", default=MULTIPLEXER20_OUT,
+                   help="multiplexer20 and even-longer (default runs/bench-even-longer): the "
+                        "directory of its runs (an interrupted benchmark continues there)")
     p.set_defaults(handler=_bench)
 
     p = sub.add_parser("demo", help="the asynchronous-learning demo: one network under several "
@@ -401,16 +410,36 @@ def _bench(args) -> int:
 
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before numpy loads: the engine runs on one core
+    if "even-longer" in args.only:
+        from async_coagents.experiment.config import defaults
+        from async_coagents.experiment.learning_bench import even_longer
+        from async_coagents.experiment.sweep import execution
+
+        seeds = 200 if args.seeds is None else args.seeds
+        if seeds < 1 or args.updates < 1:
+            raise ConfigError("--seeds and --updates must be >= 1")
+        plan = execution(defaults()["sweep"], jobs=args.jobs)
+        out = args.out if args.out != MULTIPLEXER20_OUT else "runs/bench-even-longer"
+        outcome = even_longer(out, seeds=seeds, updates=args.updates, jobs=args.jobs,
+                              run_sweep=lambda sweep: _sweep(sweep, plan, progress=None,
+                                                             data_dir=None))
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(outcome, indent=2) + "\n",
+                                           encoding="utf-8")
+        args.only = [name for name in args.only if name != "even-longer"]
+        if not args.only:
+            return 0
     if "multiplexer20" in args.only:
         from async_coagents.experiment.learning_bench import multiplexer20
 
-        if args.seeds < 1 or args.episodes < 1:
+        seeds = 5 if args.seeds is None else args.seeds
+        if seeds < 1 or args.episodes < 1:
             raise ConfigError("--seeds and --episodes must be >= 1")
         from async_coagents.experiment.config import defaults
         from async_coagents.experiment.sweep import execution
 
         plan = execution(defaults()["sweep"], jobs=args.jobs)
-        outcome = multiplexer20(args.out, seeds=args.seeds, episodes=args.episodes,
+        outcome = multiplexer20(args.out, seeds=seeds, episodes=args.episodes,
                                 learners=[name for name in args.learners.split(",") if name]
                                 or None,
                                 run_sweep=lambda sweep: _sweep(sweep, plan, progress=None,

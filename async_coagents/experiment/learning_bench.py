@@ -18,6 +18,7 @@ benchmark continues where it stopped (``coagents bench --only multiplexer20 --ou
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -96,3 +97,40 @@ def multiplexer20(out: str | Path, *, seeds: int = 5, episodes: int = 800_000,
     report(f"(Chung, AAAI 2022: Weight Maximization {CHUNG_WEIGHT_MAX[0]} ± "
            f"{CHUNG_WEIGHT_MAX[1]} (std over 10 runs) after 800,000 episodes)")
     return {"episodes": episodes, "seeds": seeds, "rows": rows}
+
+
+#: The paper's even_longer experiment (§6.5): the 8 built-in correlated-stream configs.
+EVEN_LONGER = tuple(f"correlated-{learner}-d{d}" for learner in ("pg", "backprop")
+                    for d in ("0", "95", "98", "1"))
+
+
+def even_longer(out: str | Path, *, seeds: int = 200, updates: int = 320_000, jobs: int = 1,
+                normals: str = "box-muller", settings: dict | None = None,
+                report: Callable[[str], None] = print,
+                run_sweep: Callable[[Sweep], object] | None = None) -> dict:
+    """Run (or continue) the whole even_longer sweep in ``out`` — every config of
+    :data:`EVEN_LONGER` with ``seeds`` seeds of ``updates`` updates and their evaluations (every
+    1,600 updates, as the configs say) — as one sweep whose members are packed into replicated
+    runs, ``jobs`` groups per config so that ``jobs`` workers share the work; print and return
+    its wall time. The coagent configs draw their noise by ``normals`` (``network.normals``);
+    ``settings`` (dotted key -> TOML value) override every config's."""
+    run_sweep = run_sweep or (lambda sweep: sweep.run(progress=False))
+    pack = max(1, math.ceil(seeds / max(1, jobs)))
+    runs = []
+    for name in EVEN_LONGER:
+        overrides = {"run.seed": str(list(range(seeds))), "run.updates": updates,
+                     "sweep.replicas": pack}
+        if "-pg-" in name:
+            overrides["network.normals"] = f'"{normals}"'
+        overrides.update(settings or {})
+        runs += cfg.load(name, [f"{k}={v}" for k, v in overrides.items()])
+    sweep = Sweep.plan(out, runs)
+    started = time.perf_counter()
+    run_sweep(sweep)
+    seconds = time.perf_counter() - started
+    done = sum(m.status == COMPLETED for m in sweep.members)
+    report(f"even_longer: {len(EVEN_LONGER)} configs x {seeds} seeds x {updates:,} updates "
+           f"(replicas packed {pack} at a time, {jobs} job(s)): {done}/{len(sweep.members)} runs "
+           f"completed in {seconds:,.0f} s ({seconds / 60:.1f} min) in this command")
+    return {"configs": list(EVEN_LONGER), "seeds": seeds, "updates": updates, "jobs": jobs,
+            "packed": pack, "completed": done, "runs": len(sweep.members), "seconds": seconds}
