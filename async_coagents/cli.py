@@ -165,9 +165,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "staleness.png. asynchrony (into OUT/asynchrony): firing "
                                    "probabilities 1, 0.5, 0.1, per-layer reward delays, the "
                                    "staleness correction at window 32; final and prequential "
-                                   "accuracy, firing fraction, importance ratio, staleness, each "
-                                   "setting's first --ray-updates updates on Ray == local, and "
-                                   "its figures.")
+                                   "accuracy, firing fraction, importance ratio, staleness, a "
+                                   "run of --ray-updates updates of each setting on Ray == local, "
+                                   "and its figures.")
     p.add_argument("--out", help="where the runs and plots go (default runs/async-demo-<time>)")
     p.add_argument("--section", choices=["all", "windows", "asynchrony"], default="all",
                    help="the section to run (default: all)")

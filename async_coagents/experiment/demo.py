@@ -16,8 +16,8 @@ coagents, REINFORCE with the EMA baseline, seed 0) and gives one row of a printe
   ``run.online_metrics``. A row, read back from the run's directory: final and prequential
   (test-then-train) accuracy, the fraction of stream-steps each layer agent fired on over the run,
   the mean importance ratio (before truncation) and fraction truncated per layer, staleness. On
-  Ray every setting runs for its first ``ray_updates`` updates (a Ray update costs about ten times
-  a local one here) and is compared bit for bit — final weights and every metrics row but the
+  Ray every setting runs as a shorter run of ``ray_updates`` updates (a Ray update costs many
+  times a local one) and is compared bit for bit — final weights and every metrics row but the
   timings — with a local run of those updates. Figures (local runs): ``learning_curves.png``,
   ``online_accuracy.png`` (the prequential accuracy of each interval), ``staleness.png``,
   ``entropy_sparsity.png``.
@@ -192,8 +192,8 @@ def asynchrony_table(rows: list[dict]) -> list[str]:
                      f"{row['accuracy']:>9.3f}{row['prequential']:>9.3f}  "
                      f"{_per_agent(row['fired'], 2):<16}{ratio:<32}{stale:<30}{same}".rstrip())
     if any(row["backend"] == "ray" for row in rows):
-        lines.append("ray rows: the first updates of each setting, compared bit for bit (weights "
-                     "and metrics but timings) with a local run of as many updates")
+        lines.append("ray rows: a shorter run of each setting, compared bit for bit (weights and "
+                     "metrics but timings) with a local run of as many updates")
     lines.append(FREE_RUNNING)
     return lines
 
