@@ -165,12 +165,28 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_bench)
 
     p = sub.add_parser("demo", help="the asynchronous-learning demo: one network under several "
-                                    "windows, reward delays and clock rates, local and on Ray",
-                       description="Trains the 6-bit multiplexer under each setting, prints final "
-                                   "accuracy and staleness per agent, checks that Ray equals "
-                                   "local, and writes learning_curves.png and staleness.png.")
+                                    "windows, reward delays and clock rates, firing probabilities "
+                                    "and the staleness correction, local and on Ray",
+                       description="Trains the 6-bit multiplexer under each setting of each "
+                                   "section and prints a table per section. windows (into OUT): "
+                                   "windows, reward delays and clock rates; final accuracy and "
+                                   "staleness per agent, Ray == local, learning_curves.png and "
+                                   "staleness.png. asynchrony (into OUT/asynchrony): firing "
+                                   "probabilities 1, 0.5, 0.1, per-layer reward delays, the "
+                                   "staleness correction at window 32; final and prequential "
+                                   "accuracy, firing fraction, importance ratio, staleness, a "
+                                   "run of --ray-updates updates of each setting on Ray == local, "
+                                   "and its figures.")
     p.add_argument("--out", help="where the runs and plots go (default runs/async-demo-<time>)")
-    p.add_argument("--updates", type=int, default=4000, help="updates per setting")
+    p.add_argument("--section", choices=["all", "windows", "asynchrony"], default="all",
+                   help="the section to run (default: all)")
+    p.add_argument("--updates", type=int, help="updates per setting (default 4000; 300 with "
+                                               "--quick)")
+    p.add_argument("--ray-updates", type=int, metavar="N",
+                   help="asynchrony: updates of each setting on Ray, checked against a local run "
+                        "of as many (default 500; 100 with --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help="a short run of every setting (as the tests run it)")
     p.add_argument("--no-ray", action="store_true", help="only the in-process backend")
     p.set_defaults(handler=_demo)
     p = sub.add_parser("diagnose", help="measure every rule's gradient estimate against the exact "
@@ -459,10 +475,12 @@ def _bench(args) -> int:
 
 
 def _demo(args) -> int:
-    from async_coagents.experiment.demo import run_demo
+    from async_coagents.experiment.demo import SECTIONS, run_demo
 
+    sections = SECTIONS if args.section == "all" else (args.section,)
     return 0 if run_demo(args.out or _new_run_dir("async-demo"), args.updates,
-                         ray=not args.no_ray) else 1
+                         ray=not args.no_ray, sections=sections, quick=args.quick,
+                         ray_updates=args.ray_updates) else 1
 
 
 def _diagnose(args) -> int:
