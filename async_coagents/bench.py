@@ -28,6 +28,7 @@ import numpy as np
 from async_coagents.allocator import keep_freed_memory
 from async_coagents.backends.local import LocalBackend
 from async_coagents.core import seeding
+from async_coagents.core.metrics import evaluate
 from async_coagents.core.network import NetworkSpec, build_network
 from async_coagents.core.normals import SAMPLERS, standard_normal
 from async_coagents.core.replicas import ReplicaGenerator
@@ -127,6 +128,25 @@ def bench_replicas(quick: bool) -> list[Result]:
                                   f"correlated 1x50 Gaussian, batch 32, {replicas} replica(s), "
                                   f"{normals} normals, streams included", updates * replicas,
                                   seconds, 32))
+    return results
+
+
+def bench_replica_evaluation(quick: bool) -> list[Result]:
+    """One evaluation of the correlated network (its validation set of 102,400 points per seed,
+    each seed its own) with R = 1 and R = 200 replicas: "updates" counts seed-evaluations."""
+    spec = correlated_spec()
+    results = []
+    for replicas in (1, 200):
+        seeds = list(range(replicas))
+        sets = [CorrelatedStream(0.95, 200, 1600, 32, seed=s).eval_sets()[0] for s in seeds]
+        network = build_network(spec, seeds if replicas > 1 else 0)
+        x = sets[0].x if replicas == 1 else np.stack([split.x for split in sets])
+        y = sets[0].y if replicas == 1 else np.stack([split.y for split in sets])
+        count = 1 if quick or replicas > 1 else 10
+        seconds = _time(lambda i, n=network, x=x, y=y: evaluate(n, x, y), 1, count)
+        results.append(Result(f"replicas-eval-r{replicas}", f"correlated network, one evaluation "
+                              f"of {len(sets[0].x):,} points per seed, {replicas} replica(s)",
+                              count * replicas, seconds, len(sets[0].x)))
     return results
 
 
@@ -380,12 +400,13 @@ BENCHMARKS: dict[str, Callable[[bool], Result | list[Result]]] = {
     "replicas": bench_replicas,
     "mnist-replicas": bench_mnist_replicas,
     "normals": bench_normals,
+    "replicas-eval": bench_replica_evaluation,
     "backends": bench_backends,
     "pipeline": bench_pipeline,
     "soak": bench_soak,
 }
 ENGINE = ("correlated-engine", "mnist-offpolicy-engine", "replicas", "mnist-replicas",
-          "normals")
+          "normals", "replicas-eval")
 #: Benchmarks that run only when ``--only`` names them (minutes long, or not a speed).
 NAMED_ONLY = ("soak",)
 
@@ -471,6 +492,11 @@ def run_benchmarks(quick: bool = False, only: list[str] | None = None,
             ns = 1e9 / drawn["samples_per_s"]
             summary[f"ns_per_normal_{normals}"] = round(ns, 2)
             report(f"{normals}: {ns:.1f} ns per float32 normal")
+    one, many = by_name.get("replicas-eval-r1"), by_name.get("replicas-eval-r200")
+    if one and many:
+        per = {r: 1e3 / m["updates_per_s"] for r, m in ((1, one), (200, many))}
+        summary["evaluation_ms_per_seed"] = {str(r): round(v, 1) for r, v in per.items()}
+        report(f"evaluation per seed: {per[1]:.0f} ms alone, {per[200]:.0f} ms in 200 replicas")
     mnist = [by_name.get(f"mnist-offpolicy-r{r}") for r in MNIST_REPLICAS]
     if all(mnist):
         ratio = mnist[1]["updates_per_s"] / mnist[0]["updates_per_s"]

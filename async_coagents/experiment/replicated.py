@@ -277,12 +277,14 @@ class ReplicatedRun:
             running = np.array([r.index for r in self.running], dtype=np.int64)
             loss = np.asarray(batch.loss, dtype=np.float64)[running]
             fine = np.isfinite(loss) & (loss <= self._limits[running])
-            for index in running[~fine]:
+            for index in running[~fine]:  # the criterion's own check says why
                 replica = self.replicas[index]
                 try:
                     replica.divergence.check(update, batch.sid, float(batch.loss[index]))
                 except DivergedError as exc:
                     self._mark_diverged(replica, str(exc), exc.update, exc.value)
+                else:  # (fine says it cannot pass; were it to, the batch still counts)
+                    fine[running == index] = True
             self._tallies.count(batch, running[fine])
 
     def _mark_diverged(self, replica: Replica, error: str, update: int,
