@@ -3,11 +3,11 @@
 A replicated network (``run.replicas``) computes on arrays of R x B x U numbers: at R = 200 on the
 paper's correlated network every temporary is 1.3 MB. glibc hands blocks that large out with
 ``mmap`` (or trims them off the top of the heap) and gives them back to the kernel when numpy
-frees them, so the next update's temporaries start on fresh pages and page-fault on first touch:
-measured on this project's machine, that doubled the cost of the Box-Muller draws and took a
-quarter of a replicated update. :func:`keep_freed_memory` raises the two thresholds (the
-``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` of ``mallopt(3)``) so that freed blocks
-below 32 MiB stay in the heap for reuse, and the heap is trimmed only past 512 MiB of free space.
+frees them, so the next update's temporaries start on fresh pages and page-fault on first touch,
+a large share of a replicated update at R = 200. :func:`keep_freed_memory` raises the two
+thresholds (the ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` of ``mallopt(3)``) so
+that freed blocks below 32 MiB stay in the heap for reuse, and the heap is trimmed only past
+512 MiB of free space.
 It changes where memory comes from, never a number; elsewhere than glibc it does nothing.
 """
 

@@ -7,14 +7,14 @@ standard normal distribution, different numbers:
 
 * ``ziggurat`` (the default): numpy's ``Generator.standard_normal``. Every run made before this
   setting existed, and the regression fixture, draw this way. On this project's 2-core AMD EPYC it
-  costs about 10 ns per float32 normal, and a replicated network pays it once per replica (one
-  call per replica, ``core/replicas.ReplicaGenerator``).
+  costs 10-13 ns per float32 normal (``coagents bench --only normals``), and a replicated network
+  pays it once per replica (one call per replica, ``core/replicas.ReplicaGenerator``).
 * ``box-muller``: each 64-bit word of the stream's bit generator (``random_raw``, PCG64) gives
   one pair, ``u1 = (k1 + 1) / 2^32`` from its high half and ``u2 = k2 / 2^32`` from its low half,
   and ``z1, z2 = sqrt(-2 ln u1) (cos 2 pi u2, sin 2 pi u2)`` (Box and Muller, 1958), computed in
   float32 with numpy's vectorised ``log``/``sqrt``/``cos``/``sin`` over every replica at once (the
-  words are drawn per replica, the arithmetic is one call for all). About 3.6 ns per normal on the
-  same machine (``coagents bench --only normals``). Its tail stops at ``sqrt(2 ln 2^32)`` = 6.66
+  words are drawn per replica, the arithmetic is one call for all). 3.8-5.8 ns per normal on the
+  same machine (the same benchmark). Its tail stops at ``sqrt(2 ln 2^32)`` = 6.66
   (a standard normal passes that with probability 3e-11; ``u1`` keeps all 32 bits where they
   matter, near 0, since small integers are exact in float32). Element-wise arithmetic only, so a
   replica's normals are those its separate run draws, bit for bit.

@@ -104,7 +104,7 @@ SETTINGS: dict[str, Setting] = {
                      minimum=1e-18, maximum=1e18, config="network.sigma"),
     "normals": Setting("str", "ziggurat", "Gaussian units: how the sampling stream draws the "
                        "noise (core/normals.py): ziggurat (numpy's standard_normal, as every "
-                       "earlier run) or box-muller (about 2.7x faster, vectorised over replicas; "
+                       "earlier run) or box-muller (2-3x faster, vectorised over replicas; "
                        "the same distribution, other numbers)",
                        choices=("ziggurat", "box-muller"), config="network.normals"),
     "activation": Setting("str", None, "Gaussian units: identity or relu after the sample; "
