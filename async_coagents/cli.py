@@ -421,49 +421,51 @@ def _datasets(args) -> int:
     return 0
 
 
+def _even_longer(args, run_sweep) -> dict:
+    """``coagents bench --only even-longer``: the whole even_longer sweep (learning_bench.py)."""
+    from async_coagents.experiment.learning_bench import even_longer
+
+    seeds = 200 if args.seeds is None else args.seeds
+    if seeds < 1 or args.updates < 1:
+        raise ConfigError("--seeds and --updates must be >= 1")
+    out = args.out if args.out != MULTIPLEXER20_OUT else "runs/bench-even-longer"
+    return even_longer(out, seeds=seeds, updates=args.updates, jobs=args.jobs,
+                       run_sweep=run_sweep)
+
+
+def _multiplexer20(args, run_sweep) -> dict:
+    """``coagents bench --only multiplexer20``: the learning benchmark (learning_bench.py)."""
+    from async_coagents.experiment.learning_bench import multiplexer20
+
+    seeds = 5 if args.seeds is None else args.seeds
+    if seeds < 1 or args.episodes < 1:
+        raise ConfigError("--seeds and --episodes must be >= 1")
+    return multiplexer20(args.out, seeds=seeds, episodes=args.episodes,
+                         learners=[name for name in args.learners.split(",") if name] or None,
+                         run_sweep=run_sweep)
+
+
 def _bench(args) -> int:
     import os
 
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # before numpy loads: the engine runs on one core
-    if "even-longer" in args.only:
-        from async_coagents.experiment.config import defaults
-        from async_coagents.experiment.learning_bench import even_longer
-        from async_coagents.experiment.sweep import execution
+    from async_coagents.experiment.config import defaults
+    from async_coagents.experiment.sweep import execution
 
-        seeds = 200 if args.seeds is None else args.seeds
-        if seeds < 1 or args.updates < 1:
-            raise ConfigError("--seeds and --updates must be >= 1")
-        plan = execution(defaults()["sweep"], jobs=args.jobs)
-        out = args.out if args.out != MULTIPLEXER20_OUT else "runs/bench-even-longer"
-        outcome = even_longer(out, seeds=seeds, updates=args.updates, jobs=args.jobs,
-                              run_sweep=lambda sweep: _sweep(sweep, plan, progress=None,
-                                                             data_dir=None))
+    plan = execution(defaults()["sweep"], jobs=args.jobs)
+
+    def run_sweep(sweep):
+        return _sweep(sweep, plan, progress=None, data_dir=None)
+
+    for name, bench in (("even-longer", _even_longer), ("multiplexer20", _multiplexer20)):
+        if name not in args.only:
+            continue
+        outcome = bench(args, run_sweep)
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(outcome, indent=2) + "\n",
                                            encoding="utf-8")
-        args.only = [name for name in args.only if name != "even-longer"]
-        if not args.only:
-            return 0
-    if "multiplexer20" in args.only:
-        from async_coagents.experiment.learning_bench import multiplexer20
-
-        seeds = 5 if args.seeds is None else args.seeds
-        if seeds < 1 or args.episodes < 1:
-            raise ConfigError("--seeds and --episodes must be >= 1")
-        from async_coagents.experiment.config import defaults
-        from async_coagents.experiment.sweep import execution
-
-        plan = execution(defaults()["sweep"], jobs=args.jobs)
-        outcome = multiplexer20(args.out, seeds=seeds, episodes=args.episodes,
-                                learners=[name for name in args.learners.split(",") if name]
-                                or None,
-                                run_sweep=lambda sweep: _sweep(sweep, plan, progress=None,
-                                                               data_dir=None))
-        if args.json_out:
-            Path(args.json_out).write_text(json.dumps(outcome, indent=2) + "\n",
-                                           encoding="utf-8")
-        args.only = [name for name in args.only if name != "multiplexer20"]
+        args.only = [part for part in args.only if part != name]
         if not args.only:
             return 0
     from async_coagents.bench import run_benchmarks
