@@ -92,7 +92,10 @@ def test_members_with_ray_layer_actors_join_the_cluster_of_their_task(cluster, t
 
 def test_ctrl_c_stops_the_running_tasks_resumably(cluster, tmp_path, capsys):
     c, _ = cluster
-    out, updates, done = tmp_path / "sweep", 4000, {}
+    # long enough (about 6 s a member here) that the three first members overlap mid-run even
+    # when Ray starts their tasks a second or two apart (with 4,000 updates a CI run once saw
+    # them never mid-run together, and the sweep completed before Ctrl-C)
+    out, updates, done = tmp_path / "sweep", 12_000, {}
     watcher = threading.Thread(target=when_mid_run, args=(
         out, 3, updates, lambda: os.kill(os.getpid(), signal.SIGINT), done))
     watcher.start()
