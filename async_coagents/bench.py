@@ -35,9 +35,6 @@ from async_coagents.core.replicas import ReplicaGenerator
 from async_coagents.data import CorrelatedStream
 from async_coagents.data.streams import ReplicaStreams
 
-#: The paper's own code on this project's development machine (paper_method.md; DESIGN).
-PAPER_CODE_UPDATES_PER_S = 500
-
 
 @dataclass
 class Result:
@@ -466,11 +463,6 @@ def run_benchmarks(quick: bool = False, only: list[str] | None = None,
                 _report_soak(result.details, report)
     by_name = {r["name"]: r for r in results}
     summary: dict = {}
-    if "correlated-engine" in by_name:
-        ratio = by_name["correlated-engine"]["updates_per_s"] / PAPER_CODE_UPDATES_PER_S
-        summary["correlated_vs_paper_code"] = round(ratio, 1)
-        report(f"correlated network: {ratio:.0f}x the paper's code (~{PAPER_CODE_UPDATES_PER_S} "
-               "updates/s on this machine)")
     for normals in SAMPLERS:
         one = by_name.get(f"replicas-{normals}-r1")
         for replicas in REPLICA_COUNTS[1:]:
