@@ -21,11 +21,13 @@ from async_coagents.errors import ConfigError
 from async_coagents.experiment import config as cfg
 from async_coagents.experiment.run import resume, train
 from async_coagents.testing import (
+    REPLICA_SEEDS,
     batches,
     check_pickle_round_trip,
     check_replicas_equal_separate_runs,
     check_round_trip_in_flight,
     params,
+    replica_batches,
     rule_factory,
 )
 from tests.regression_cases import digests
@@ -155,6 +157,64 @@ def test_a_stream_that_does_not_fire_takes_no_update_for_that_stream():
     masked.reward(0, r)
     full.reward(0, np.where(fired, r, 0.0))
     np.testing.assert_allclose(masked.policy.params, full.policy.params, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adam"])
+@pytest.mark.parametrize("replicas", [None, (1, 2, 5)])
+def test_a_layer_that_fires_on_no_stream_of_a_batch_takes_no_update(optimizer, replicas):
+    """p:0.3 on 2 streams: about half the batches fire on no stream (of a replica). Such a batch
+    moves neither the weights nor the optimizer state (moments, step count) of that replica; a
+    batch that fired on some stream steps as before. Driven batch by batch, reward at once."""
+    net = build_network(NetworkSpec(**SPEC, fire=["p:0.3", "always", "always"],
+                                    optimizer=optimizer), 4 if replicas is None else replicas)
+    layer = net.layers[0]
+    lead = () if replicas is None else (len(replicas),)
+    data = np.random.default_rng(0)
+    skipped = stepped = 0
+    for sid in range(40):
+        layer.forward(sid, data.normal(size=(*lead, 2, 5)))
+        fired = layer._pending[sid].fired.any(axis=-1).reshape(-1)  # per replica
+        before = layer.policy.params.copy(), layer.optimizer.state_dict()
+        layer.reward(sid, data.normal(size=(*lead, 2)))
+        after = layer.policy.params, layer.optimizer.state_dict()
+        for r, any_fired in enumerate(fired):
+            part = (lambda a, r=r: a) if replicas is None else (lambda a, r=r: a[r])
+            same = np.array_equal(part(before[0]), part(after[0]))
+            for key in ("m", "v"):
+                if key in after[1]:
+                    same &= np.array_equal(part(before[1][key]), part(after[1][key]))
+            steps = [np.broadcast_to(s[1]["steps"], fired.shape)[r] for s in (before, after)]
+            if any_fired:
+                assert not same and steps[1] == steps[0] + 1, f"batch {sid} replica {r}"
+                stepped += 1
+            else:
+                assert same and steps[1] == steps[0], f"batch {sid} replica {r} moved"
+                skipped += 1
+    assert skipped > 5 and stepped > 5
+
+
+def test_adam_on_some_replicas_is_adam_on_each_alone():
+    """The masked optimizer step (core/optim.py): the stepping replicas take their separate
+    optimizers' steps bit for bit, each with its own step count; the others do not move."""
+    rng = np.random.default_rng(0)
+    params, grads = rng.normal(size=(3, 7)), rng.normal(size=(6, 3, 7))
+    masks = [None, [True, False, True], [False, False, True], None, [True, True, False], None]
+    packed = make_optimizer("adam", (3, 7), 0.01)
+    alone = [make_optimizer("adam", 7, 0.01) for _ in range(3)]
+    separate = params.copy()
+    for grad, mask in zip(grads, masks, strict=True):
+        packed.step(params, grad, None if mask is None else np.array(mask))
+        for r, opt in enumerate(alone):
+            if mask is None or mask[r]:
+                opt.step(separate[r], grad[r])
+    np.testing.assert_array_equal(params, separate)
+    np.testing.assert_array_equal(packed.steps, [opt.steps for opt in alone])
+    np.testing.assert_array_equal(packed.m, np.stack([opt.m for opt in alone]))
+    np.testing.assert_array_equal(packed.v, np.stack([opt.v for opt in alone]))
+    state = packed.state_dict()
+    again = make_optimizer("adam", (3, 7), 0.01)
+    again.load_state_dict(state)
+    np.testing.assert_array_equal(again.steps, packed.steps)
 
 
 # ---- per-layer reward delays -------------------------------------------------------------------
@@ -329,6 +389,29 @@ def test_replicas_fire_delay_and_correct_as_their_separate_runs(rule, family, sp
                                        reward_delay=delays)
 
 
+def test_replicas_that_skip_updates_are_their_separate_runs_with_adam():
+    """p:0.3 and p:0.1 on 8 streams: replicas fire on no stream of some batches (and skip those
+    updates) at different batches, so their Adam step counts, versions and staleness part; each
+    replica is still its separate run bit for bit, batches in flight included."""
+    factory = rule_factory("baseline", "bernoulli", fire=("p:0.3", "p:0.1", "always", "always"),
+                           optimizer="adam")
+    check_replicas_equal_separate_runs(factory, window=4, reward_delay=[3, 2, 1, 0])
+    net = factory(list(REPLICA_SEEDS))
+    backend = LocalBackend(net, window=4, reward_delay=[3, 2, 1, 0])
+    for batch in replica_batches([factory(s) for s in REPLICA_SEEDS], 12):
+        backend.submit(*batch)
+    backend.finish()
+    steps = net.layers[1].optimizer.steps
+    assert isinstance(steps, np.ndarray) and len(set(steps.tolist())) > 1  # the masked path ran
+
+
+def test_replicas_refuse_random_firing_on_a_slow_clock():
+    spec = NetworkSpec(**SPEC, fire=["p:0.5", "always", "always"], update_every=[2, 1, 1])
+    build_network(spec, 3)  # a single run: batches with no fired stream do not count
+    with pytest.raises(ConfigError, match=r"fire\[0\].*update_every > 1.*run.replicas"):
+        build_network(spec, [3, 4])
+
+
 def test_node_groups_fire_each_on_their_own_stream():
     net = build_network(NetworkSpec(**SPEC, fire="p:0.5", units_per_agent=2), 3)
     groups = net.layers[0].groups
@@ -361,7 +444,7 @@ def test_firing_and_clock_rates_combine():
                          n=24, window=3, reward_delay=[2, 1, 0])
     layer0, layer1, output = backend.network.layers
     assert layer0.version == 6 and layer0.optimizer.steps == 6
-    assert layer1.version == 8  # p:0.5 masks per stream; its clock still counts every batch
+    assert layer1.version == 8  # p:0.5 masks per stream; its clock counts every batch it fired in
     assert output.version == 24
 
 

@@ -111,12 +111,16 @@ class AgentStats:
     interval_staleness_sum: int = 0
     interval_staleness_max: int = 0
 
-    def record_staleness(self, staleness: int) -> None:
+    def record_staleness(self, staleness: int | np.ndarray) -> None:
+        """One update's staleness: a number, or one per replica ``(R,)`` once the replicas'
+        versions differ (a replica that fired on no stream took no step)."""
         self.staleness_sum += staleness
-        self.staleness_max = max(self.staleness_max, staleness)
+        self.staleness_max = np.maximum(self.staleness_max, staleness) if isinstance(
+            staleness, np.ndarray) else max(self.staleness_max, staleness)
         self.interval_applied += 1
         self.interval_staleness_sum += staleness
-        self.interval_staleness_max = max(self.interval_staleness_max, staleness)
+        self.interval_staleness_max = np.maximum(self.interval_staleness_max, staleness) if (
+            isinstance(staleness, np.ndarray)) else max(self.interval_staleness_max, staleness)
 
     def take_interval(self) -> tuple[float | None, int | None]:
         """Mean and max staleness of the updates since the last call (None, None without updates:
@@ -135,7 +139,13 @@ class AgentStats:
 
     def load(self, d: dict) -> None:
         for f in fields(self):
-            setattr(self, f.name, int(d[f.name]))
+            setattr(self, f.name, count(d[f.name]))
+
+
+def count(value) -> int | np.ndarray:
+    """A saved counter: a number, or one per replica (an int64 ``(R,)`` array)."""
+    value = np.asarray(value)
+    return int(value) if value.ndim == 0 else value.astype(np.int64)
 
 
 class PendingBatch:
@@ -169,7 +179,7 @@ class PendingBatch:
 
     @classmethod
     def from_dict(cls, d: dict) -> PendingBatch:
-        entry = cls(d["x"], list(d["cache"]), d["out"], int(d["version"]), d["dist"],
+        entry = cls(d["x"], list(d["cache"]), d["out"], count(d["version"]), d["dist"],
                     d["action"], d["mask"], bool(d["greedy"]), d.get("fired"), d.get("logp"))
         entry.reward, entry.feedback = d["reward"], d["feedback"]
         return entry
@@ -201,7 +211,7 @@ class AgentBase:
         self.update_every = update_every
         self.max_pending = max_pending
         self.dtype = net.dtype
-        self.version = 0  # parameter steps taken
+        self.version = 0  # parameter steps taken; one per replica once they differ
         self.stats = AgentStats()
         self._pending: OrderedDict[int, PendingBatch] = OrderedDict()
         self._accumulated = np.zeros_like(net.params) if update_every > 1 else None
@@ -344,12 +354,17 @@ class AgentBase:
         return {}  # measured by the coagent layers that fire on a schedule or correct staleness
 
     # ---- learning ---------------------------------------------------------------------------
-    def _step(self) -> None:
-        """Apply ``net.grad``: one optimizer step, or accumulate until ``update_every`` batches."""
+    def _step(self, where: np.ndarray | None = None) -> None:
+        """Apply ``net.grad``: one optimizer step, or accumulate until ``update_every`` batches.
+        With replicas, ``where`` ``(R,)`` names the replicas that update (None: all); the others'
+        weights and optimizer state do not move (core/optim.py)."""
         if self._accumulated is None:
-            self.optimizer.step(self.net.params, self.net.grad)
-            self.version += 1
+            self.optimizer.step(self.net.params, self.net.grad, where)
+            self.version = self.version + (1 if where is None else where.astype(np.int64))
             return
+        if where is not None:
+            raise ConfigError(f"{self.name}: a replica that fired on no stream of a batch cannot "
+                              "skip its update on a slow clock (update_every > 1)")
         self._accumulated += self.net.grad
         self._accumulated_batches += 1
         if self._accumulated_batches == self.update_every:
@@ -391,7 +406,7 @@ class AgentBase:
             self.optimizer = make_optimizer(state["optimizer"]["name"], self.net.params.shape,
                                             state["optimizer"]["lr"], self.dtype)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.version = int(state["version"])
+        self.version = count(state["version"])
         self.stats.load(state["stats"])
         if (state["accumulated"] is None) != (self._accumulated is None):
             raise CheckpointError(f"{self.name}: checkpoint was saved with another update_every")

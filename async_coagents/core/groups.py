@@ -42,7 +42,7 @@ def split_layer(layer: CoagentLayer, units_per_group: int,
     if len(layer.policy.sizes) != 2:
         raise ConfigError(f"{layer.name}: only a single affine policy can be split into node groups "
                           "(a partition group with deterministic layers cannot)")
-    if layer.version or layer.stats.forwards:
+    if np.any(layer.version) or layer.stats.forwards:
         raise ConfigError(f"{layer.name}: split a layer before it learns")
     k = layer.unit.n_logits
     groups = []

@@ -251,14 +251,16 @@ class CoagentLayer(AgentBase):
         rule = self.rule
         message = None if rule.message_after_step else rule.message(step)
         if not e.greedy:
-            # a periodic schedule that did not fire at this step: no step at all (core/firing.py)
-            idle = self.fire.kind == "every" and not e.fired.any()
-            if not idle:
+            # a layer (a replica) that fired on no stream of the batch takes no update: no step,
+            # its optimizer state unchanged (core/firing.py)
+            stepped = None if e.fired is None else e.fired.any(axis=-1)
+            if stepped is None or stepped.any():
+                where = None if stepped is None or stepped.all() else stepped
                 dz = self._corrected(e, rule.policy_grad(step))  # dJ/dz of the rule (§3.0)
                 self.policy.backward(e.cache, dz)
                 if self._grad_variance is not None:
                     self._grad_variance.record(e.x, dz, self.policy.grad)
-                self._step()
+                self._step(where)
             rule.after_step(step)
         if rule.message_after_step:
             message = rule.message(step)

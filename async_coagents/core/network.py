@@ -449,6 +449,11 @@ def build_network(spec: NetworkSpec, seed: int | Sequence[int]) -> Network:
         init_rng = seeding.generator(seed, "init", index, _POLICY)
         sampling_rng = seeding.generator(seed, "sampling", index)
         options = spec.layer_options(index)
+        if replicas is not None and options.fire.random and options.update_every > 1:
+            raise ConfigError(  # a replica that fires on no stream skips a batch: own clocks
+                f"fire[{index}]: {options.fire.spelling()!r} with update_every > 1 is not "
+                "supported with run.replicas (each replica would need its own clock); run the "
+                "seeds separately")
         activation = spec.resolved_activation
         if kind == "readout":
             if spec.learner == "straight-through":

@@ -1,8 +1,13 @@
 """Optimizers SGD, RMSprop and Adam with the exact formulas of torch 1.4-1.7 (`paper_method.md` §6.1).
 
 Each optimizer steps one flat parameter vector in place (see :class:`~async_coagents.core.mlp.MLP`),
-or the ``(R, P)`` vectors of R replicas at once: every formula is element-wise and the step count is
-shared, since replicas step in lockstep.
+or the ``(R, P)`` vectors of R replicas at once: every formula is element-wise, so one call on the
+whole replica axis is R separate steps. ``step(params, grad, where)`` with a ``(R,)`` mask steps
+only the replicas that updated (a layer whose replica fired on no stream of the batch takes no
+update, ``core/firing.py``): their weights, moments and step count move, the others' do not. The
+step count is then one per replica (an ``(R,)`` array, which :func:`~async_coagents.core.replicas.
+slice_state` slices into each separate run's count); while every replica has stepped alike it stays
+one shared number.
 The paper uses one optimizer over the whole network; because all three are element-wise, one
 optimizer per layer with the same hyperparameters is the same thing, which is what lets every
 layer be an independent agent.
@@ -30,7 +35,31 @@ class Optimizer:
         self.steps = 0
         self._tmp = np.zeros(size, dtype=dtype)
 
-    def step(self, params: np.ndarray, grad: np.ndarray) -> None:
+    def step(self, params: np.ndarray, grad: np.ndarray, where: np.ndarray | None = None) -> None:
+        """One step of ``params`` in place from ``grad``; with replicas, ``where`` ``(R,)`` names
+        the replicas that step (None: all of them)."""
+        if where is None and np.ndim(self.steps) == 0:
+            self.steps += 1
+            self._update(params, grad, self._arrays(), self._tmp, self.steps)
+            return
+        rows = np.flatnonzero(np.ones(len(params), bool) if where is None else where)
+        if rows.size == 0:
+            return
+        steps = np.array(np.broadcast_to(self.steps, (len(params),)), dtype=np.int64)
+        steps[rows] += 1
+        self.steps = steps
+        arrays = self._arrays()
+        part = {key: array[rows] for key, array in arrays.items()}  # copies of the stepping rows
+        sub = params[rows]
+        self._update(sub, grad[rows], part, np.empty_like(sub), steps[rows])
+        params[rows] = sub
+        for key, array in arrays.items():
+            array[rows] = part[key]
+
+    def _update(self, params: np.ndarray, grad: np.ndarray, arrays: dict[str, np.ndarray],
+                tmp: np.ndarray, t: int | np.ndarray) -> None:
+        """The formula on ``params`` and the moments ``arrays`` in place; ``t`` is the step count
+        after this step, one number or one per row."""
         raise NotImplementedError
 
     def __setstate__(self, state: dict) -> None:
@@ -49,7 +78,8 @@ class Optimizer:
 
     def state_dict(self) -> dict:
         """Everything needed to continue bit-exactly: hyperparameters, step count, moments."""
-        return {"name": self.name, "lr": self.lr, "steps": self.steps,
+        steps = self.steps.copy() if isinstance(self.steps, np.ndarray) else self.steps
+        return {"name": self.name, "lr": self.lr, "steps": steps,
                 **{k: v.copy() for k, v in self._arrays().items()}}
 
     def load_state_dict(self, state: dict) -> None:
@@ -58,7 +88,8 @@ class Optimizer:
                 f"optimizer state is for {state.get('name')!r}, this optimizer is {self.name!r}"
             )
         self.lr = float(state["lr"])
-        self.steps = int(state["steps"])
+        steps = np.asarray(state["steps"])
+        self.steps = int(steps) if steps.ndim == 0 else steps.astype(np.int64)  # one per replica
         for key, array in self._arrays().items():
             saved = np.asarray(state[key])
             if saved.shape != array.shape or saved.dtype != array.dtype:
@@ -74,10 +105,9 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def step(self, params: np.ndarray, grad: np.ndarray) -> None:
-        self.steps += 1
-        np.multiply(grad, self.lr, out=self._tmp)
-        params -= self._tmp
+    def _update(self, params, grad, arrays, tmp, t) -> None:
+        np.multiply(grad, self.lr, out=tmp)
+        params -= tmp
 
 
 class RMSprop(Optimizer):
@@ -102,9 +132,8 @@ class RMSprop(Optimizer):
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"v": self.v}
 
-    def step(self, params: np.ndarray, grad: np.ndarray) -> None:
-        self.steps += 1
-        v, tmp = self.v, self._tmp
+    def _update(self, params, grad, arrays, tmp, t) -> None:
+        v = arrays["v"]
         v *= self.beta
         np.multiply(grad, grad, out=tmp)
         tmp *= 1.0 - self.beta
@@ -140,23 +169,34 @@ class Adam(Optimizer):
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"m": self.m, "v": self.v}
 
-    def step(self, params: np.ndarray, grad: np.ndarray) -> None:
-        self.steps += 1
-        t = self.steps
-        m, v, tmp = self.m, self.v, self._tmp
+    def _update(self, params, grad, arrays, tmp, t) -> None:
+        m, v = arrays["m"], arrays["v"]
         m *= self.beta1
         m += (1.0 - self.beta1) * grad
         v *= self.beta2
         np.multiply(grad, grad, out=tmp)
         tmp *= 1.0 - self.beta2
         v += tmp
-        step_size = self.lr / (1.0 - self.beta1 ** t)
+        step_size, correction = self._corrections(t, params)
         np.sqrt(v, out=tmp)
-        tmp /= math.sqrt(1.0 - self.beta2 ** t)
+        tmp /= correction
         tmp += self.eps
         np.divide(m, tmp, out=tmp)
         tmp *= step_size
         params -= tmp
+
+    def _corrections(self, t: int | np.ndarray, params: np.ndarray):
+        """``lr / (1 - b1^t)`` and ``sqrt(1 - b2^t)``: numbers, or one per row ``(n, 1, ...)``
+        each the number a separate run computes for its own ``t``, rounded to the parameters'
+        dtype as that run's Python float is."""
+        if np.ndim(t) == 0:
+            return self.lr / (1.0 - self.beta1 ** t), math.sqrt(1.0 - self.beta2 ** t)
+        shape = (-1, *[1] * (params.ndim - 1))
+        counts = [int(k) for k in t]
+        return (np.array([self.lr / (1.0 - self.beta1 ** k) for k in counts],
+                         dtype=params.dtype).reshape(shape),
+                np.array([math.sqrt(1.0 - self.beta2 ** k) for k in counts],
+                         dtype=params.dtype).reshape(shape))
 
 
 def _check_unit_interval(name: str, value: float) -> None:

@@ -340,7 +340,9 @@ class ReplicatedRun:
             per_replica = None if grad_variance is None else [
                 None if v is None else float(v[r]) for v in grad_variance]
             row = evaluation_row(replica.state, {k: v[r] for k, v in by_split.items()},
-                                 phase_name, staleness, per_replica,
+                                 phase_name, None if staleness is None else [
+                                     (replica_number(mean, r), replica_number(peak, r))
+                                     for mean, peak in staleness], per_replica,
                                  None if asynchrony is None else [
                                      {k: finite_or_none(v, r) for k, v in taken.items()}
                                      for taken in asynchrony],
@@ -460,6 +462,12 @@ def resume_replicas(paths: list[Path], *, progress: bool | None = None,
             return run.run()
         finally:
             run.close()
+
+
+def replica_number(value, r: int):
+    """Replica ``r``'s entry of a figure shared by the replicas (a number) or one per replica
+    (an array: their staleness once a replica that fired on no stream skipped a step)."""
+    return value[r].item() if isinstance(value, np.ndarray) else value
 
 
 def finite_or_none(value, r: int) -> float | None:
