@@ -463,3 +463,26 @@ def test_replicas_write_the_run_directories_of_separate_runs_with_every_new_sett
         assert "fired" in rows(alone)[-1] and "prequential_accuracy" in rows(alone)[-1]
     assert rows(tmp_path / "separate" / "0")[-1]["fired"] != rows(tmp_path / "separate" / "3")[
         -1]["fired"]
+
+
+def test_replicas_measure_the_gradient_variance_of_their_separate_runs_when_they_skip():
+    """A replica that fired on no stream of a batch took no step and records no gradient."""
+    spec = NetworkSpec(**SPEC, fire=["p:0.1", "always", "always"])
+    nets = [build_network(spec, s) for s in REPLICA_SEEDS]
+    packed = build_network(spec, list(REPLICA_SEEDS))
+    for net in (*nets, packed):
+        net.record_grad_variance()
+    backends = [LocalBackend(net, window=2) for net in nets]
+    replicated = LocalBackend(packed, window=2)
+    for sid, x, labels in replica_batches(nets, 16):
+        replicated.submit(sid, x, labels)
+        for r, backend in enumerate(backends):
+            backend.submit(sid, x[r], labels[r])
+    replicated.finish()
+    for backend in backends:
+        backend.finish()
+    assert isinstance(packed.layers[0].version, np.ndarray)  # the replicas skipped apart
+    measured = packed.layers[0].take_grad_variance()
+    for r, net in enumerate(nets):
+        alone = net.layers[0].take_grad_variance()
+        assert (alone is None and math.isnan(measured[r])) or measured[r] == alone, f"replica {r}"

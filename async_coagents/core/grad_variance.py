@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from async_coagents.core.agent import count
+
 
 def batch_trace(state: np.ndarray, dz: np.ndarray, grad: np.ndarray) -> float | None:
     """``tr Cov`` of the per-example gradients of one batch: ``state (B, n_in)``, ``dz (B, U*K)``
@@ -41,34 +43,40 @@ def batch_trace(state: np.ndarray, dz: np.ndarray, grad: np.ndarray) -> float | 
 
 class GradientVariance:
     """The mean of :func:`batch_trace` over the batches since the last :meth:`take` (one mean per
-    replica with ``replicas``: each replica's batch measured on its own slice)."""
+    replica with ``replicas``: each replica's batch measured on its own slice, over the batches
+    that replica stepped on; ``batches`` is then one count per replica once they differ)."""
 
     def __init__(self, replicas: int | None = None) -> None:
         self.replicas = replicas
         self.total = 0.0 if replicas is None else np.zeros(replicas)
         self.batches = 0
 
-    def record(self, state: np.ndarray, dz: np.ndarray, grad: np.ndarray) -> None:
+    def record(self, state: np.ndarray, dz: np.ndarray, grad: np.ndarray,
+               where: np.ndarray | None = None) -> None:
+        """One batch; with replicas, ``where`` ``(R,)`` names those that stepped (None: all)."""
         if self.replicas is None:
             trace = batch_trace(state, dz, grad)
         else:
-            traces = [batch_trace(state[r], dz[r], grad[r]) for r in range(self.replicas)]
+            traces = [batch_trace(state[r], dz[r], grad[r]) if where is None or where[r] else 0.0
+                      for r in range(self.replicas)]
             trace = None if traces[0] is None else np.array(traces)
         if trace is not None:
             self.total += trace
-            self.batches += 1
+            self.batches = self.batches + (1 if where is None else where.astype(np.int64))
 
     def take(self) -> float | np.ndarray | None:
         """The mean trace since the previous call (``None``: no batch measured); starts anew."""
-        if not self.batches:
+        if not np.any(self.batches):
             return None
-        mean = self.total / self.batches
+        with np.errstate(invalid="ignore"):  # a replica with no batch: NaN, shown as none
+            mean = self.total / self.batches
         self.total, self.batches = 0.0 if self.replicas is None else np.zeros(self.replicas), 0
         return mean
 
     def state_dict(self) -> dict:
+        batches = self.batches.copy() if isinstance(self.batches, np.ndarray) else self.batches
         return {"total": self.total if self.replicas is None else self.total.copy(),
-                "batches": self.batches}
+                "batches": batches}
 
     def load_state_dict(self, state: dict | None) -> None:
         """Restore :meth:`state_dict` (``None``: nothing measured yet)."""
@@ -78,4 +86,4 @@ class GradientVariance:
         else:
             self.total = np.broadcast_to(np.asarray(state["total"], np.float64),
                                          (self.replicas,)).copy()
-        self.batches = int(state["batches"])
+        self.batches = count(state["batches"])

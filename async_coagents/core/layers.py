@@ -259,7 +259,7 @@ class CoagentLayer(AgentBase):
                 dz = self._corrected(e, rule.policy_grad(step))  # dJ/dz of the rule (§3.0)
                 self.policy.backward(e.cache, dz)
                 if self._grad_variance is not None:
-                    self._grad_variance.record(e.x, dz, self.policy.grad)
+                    self._grad_variance.record(e.x, dz, self.policy.grad, where)
                 self._step(where)
             rule.after_step(step)
         if rule.message_after_step:
