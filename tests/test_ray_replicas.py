@@ -32,6 +32,10 @@ REPRESENTATIVE = {
     "weight-max-categorical-output": rule_factory("weight-max", "categorical-output"),
     "hnca-categorical-output": rule_factory("hnca", "categorical-output"),
     "ac-categorical": rule_factory("ac", "categorical"),
+    # replicas that fire on no stream of some batches skip those updates apart (issue 13): per-
+    # replica Adam step counts, versions and staleness travel as arrays
+    "skipping-adam": rule_factory("baseline", "bernoulli", optimizer="adam",
+                                  fire=("p:0.3", "p:0.1", "always", "always")),
     "straight-through": lambda seed: build_network(NetworkSpec(
         learner="straight-through", n_inputs=5, n_outputs=3, hidden=(6, 5), lr=0.01), seed),
 }
