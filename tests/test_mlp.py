@@ -4,7 +4,7 @@ exactly as paper_method.md §2.7, and torch's nn.Linear initialisation (§2)."""
 import numpy as np
 import pytest
 
-from async_coagents.core.mlp import MLP
+from async_coagents.core.mlp import MLP, relu_inplace
 from async_coagents.errors import CheckpointError, ConfigError
 from tests.gradcheck import assert_grad_close, numeric_grad
 
@@ -102,3 +102,33 @@ def test_load_params_checks_the_size():
     net = MLP([3, 2], rng=np.random.default_rng(0))
     with pytest.raises(CheckpointError, match="7 parameters"):
         net.load_params(np.zeros(7))
+
+
+def _crafted(dtype) -> np.ndarray:
+    """NaN, signed zeros, infinities, denormals, extremes and a large random tail."""
+    info = np.finfo(dtype)
+    special = np.array([np.nan, -np.nan, 0.0, -0.0, np.inf, -np.inf, info.smallest_subnormal,
+                        -info.smallest_subnormal, info.tiny, -info.tiny, info.max, -info.max,
+                        1.0, -1.0], dtype=dtype)
+    tail = np.random.default_rng(0).normal(size=300_000).astype(dtype)
+    return np.concatenate([special, tail])
+
+
+@pytest.mark.parametrize("dtype, bits", [(np.float32, np.int32), (np.float64, np.int64)])
+def test_relu_inplace_is_bit_identical_to_np_maximum(dtype, bits):
+    x = _crafted(dtype)
+    expected = np.maximum(x, 0.0)
+    got = relu_inplace(x.copy())
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got.view(bits), expected.view(bits))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("replicas", [None, 3])
+def test_call_is_bit_identical_to_forward(dtype, replicas):
+    rng = np.random.default_rng(2)
+    net = MLP([4, 50, 1], "relu", rng=rng, dtype=dtype, replicas=replicas)
+    x = rng.normal(size=(1000, 4)).astype(dtype)
+    x[:14, 0] = _crafted(dtype)[:14]  # NaN, +-0, +-inf and denormals through the network
+    bits = np.int32 if dtype == np.float32 else np.int64
+    np.testing.assert_array_equal(net(x).view(bits), net.forward(x)[0].view(bits))

@@ -28,6 +28,11 @@ from async_coagents.errors import CheckpointError, ConfigError
 HIDDEN_ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid", "straight_through")
 
 
+def relu_inplace(z: np.ndarray) -> np.ndarray:
+    """``np.maximum(z, 0.0)`` written into ``z`` (bit-identical to it: same ufunc, same dtype)."""
+    return np.maximum(z, 0.0, out=z)
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free logistic
 
@@ -213,5 +218,20 @@ class MLP:
         return block
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        """The output only (greedy for straight-through units unless ``rng`` is given)."""
-        return self.forward(x, rng)[0]
+        """The output only (greedy for straight-through units unless ``rng`` is given).
+
+        Evaluation path: no backward cache and, for ReLU, no ``z > 0`` mask; the ReLU runs in
+        place on the fresh ``h @ w`` temporary. ``np.maximum(z, 0.0, out=z)`` is the same ufunc
+        as :meth:`forward`'s ``np.maximum(z, 0.0)``, so every number (NaN, -0.0 included) is
+        bit-identical; only the allocation and the mask pass are saved."""
+        if self.activation != "relu":
+            return self.forward(x, rng)[0]
+        last = len(self.weights) - 1
+        h = x
+        for layer, (w, b) in enumerate(zip(self.weights, self._bias_rows, strict=True)):
+            z = h @ w
+            z += b
+            if layer == last:
+                return z
+            h = relu_inplace(z)
+        raise AssertionError("unreachable")
