@@ -212,6 +212,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="also write every row to this CSV file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_diagnose)
+    p = sub.add_parser("study", help="the reproduction study: run (or resume) a named study "
+                                     "and write its report; --page gathers the reports into "
+                                     "docs/results.md",
+                       description="Runs every run of a named study that its compact results "
+                                   "lack (a seed already recorded is never run again), records "
+                                   "each in the compact results, and writes the study's report "
+                                   "(tables, figures, Welch tests, verdicts) from them.")
+    p.add_argument("name", nargs="?", help="the study (coagents study --list)")
+    p.add_argument("--list", action="store_true", help="list the studies and their budgets")
+    p.add_argument("--budget", help="the study's budget: paper (its own), or a smaller one "
+                                    "(--list shows them); default paper")
+    p.add_argument("--seeds", type=int, help="seeds per arm (default: the budget's)")
+    p.add_argument("--arms", default="", help="run only the arms matching these comma-separated "
+                                              "shell patterns (e.g. 'short-*'); the report "
+                                              "covers every recorded arm")
+    p.add_argument("--out", help="the study directory of its runs (default runs/study-NAME)")
+    p.add_argument("--results", help="where the compact results and the report go (default "
+                                     "OUT/results; e.g. docs/results/NAME)")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the report from the compact results alone; run nothing")
+    p.add_argument("--page", action="store_true",
+                   help="write docs/results.md from every study's compact results under "
+                        "--results-root")
+    p.add_argument("--results-root", default="docs/results",
+                   help="--page: the directory holding one results directory per study")
+    p.add_argument("--address", help="run the study's runs as Ray tasks on this cluster")
+    p.add_argument("--data-dir", help="where to look for dataset files first")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
+    _sweep_options(p)
+    p.set_defaults(handler=_study)
     parser.subcommands = sub.choices  # name -> parser, for errors in the subcommand's usage
     return parser
 
@@ -548,6 +578,52 @@ def _diagnose(args) -> int:
             writer.writeheader()
             writer.writerows(dg.csv_rows([row for shape in shapes for row in rows[shape]]))
     return 0
+
+
+def _study(args) -> int:
+    from async_coagents.study import STUDIES, get
+    from async_coagents.study.runner import StudyPlan, run_study
+
+    if args.list:
+        for name, kind in STUDIES.items():
+            print(f"{name}: {kind.title}")
+            for budget in kind.budgets.values():
+                print(f"    --budget {budget.name}: {budget.seeds} seed(s) per arm, "
+                      f"{budget.description}")
+        return 0
+    if args.page:
+        from async_coagents.study.page import write_page
+
+        print(f"results page: {write_page(Path(args.results_root))}")
+        return 0
+    if not args.name:
+        raise ConfigError("name a study (coagents study --list shows them), or --page")
+    study = get(args.name)
+    budget_name = args.budget or study.default_budget
+    if budget_name not in study.budgets:
+        raise ConfigError(f"study {study.name} has no budget {budget_name!r}; its budgets: "
+                          + ", ".join(study.budgets))
+    out = Path(args.out or f"runs/study-{study.name}")
+    plan = StudyPlan(study, study.budgets[budget_name], out, results=args.results,
+                     seeds=args.seeds, only=[a for a in args.arms.split(",") if a])
+    if args.report_only:
+        from async_coagents.study.report import write_report
+
+        print(f"report: {write_report(plan)}")
+        return 0
+    from async_coagents.experiment.config import defaults
+    from async_coagents.experiment.sweep import execution
+
+    section = defaults()["sweep"]
+    execution_plan = execution(section, executor=args.executor, jobs=args.jobs,
+                               address=args.address)
+    progress = False if args.no_progress else None
+
+    def run_sweep(sweep) -> int:
+        return _sweep(sweep, execution_plan, progress=progress, data_dir=args.data_dir)
+
+    where = execution_plan.executor + (f" x{execution_plan.jobs}" if execution_plan.jobs else "")
+    return run_study(plan, run_sweep, executor=where)
 
 
 def _positive_ints(text: str, flag: str) -> tuple[int, ...]:

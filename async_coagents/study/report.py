@@ -1,0 +1,189 @@
+"""The Markdown report of a study, written from its compact results alone (no number is typed by
+hand): the budget and the wall time it took, then what the study's module adds — tables of mean
+± standard error over seeds, Welch tests, figures (small PNGs beside the report) — each preceded
+by the command that produced it, and a verdict per claim, also saved as ``verdicts.json`` for the
+results page (:mod:`async_coagents.study.page`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from async_coagents.experiment.results import mean_se
+from async_coagents.experiment.rundir import write_json, write_text
+from async_coagents.study import compact
+from async_coagents.study.welch import Welch, welch
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from async_coagents.study.compact import ArmData
+    from async_coagents.study.runner import StudyPlan
+
+__all__ = ["REPORT", "VERDICTS", "Report", "shown", "write_report"]
+
+REPORT = "report.md"
+VERDICTS = "verdicts.json"
+VERDICT_WORDS = ("reproduced", "partly reproduced", "not reproduced", "not tested yet")
+
+
+class Report:
+    """The report being written: Markdown lines, the figures saved so far, the verdicts."""
+
+    def __init__(self, plan: StudyPlan, data: compact.StudyData) -> None:
+        self.plan, self.data = plan, data
+        self.lines: list[str] = []
+        self.verdicts: list[dict] = []
+
+    # ---- what a study adds ----------------------------------------------------------------------
+    def text(self, *paragraphs: str) -> None:
+        for paragraph in paragraphs:
+            self.lines += [paragraph, ""]
+
+    def heading(self, title: str, level: int = 3) -> None:
+        self.lines += [f"{'#' * level} {title}", ""]
+
+    def command(self) -> None:
+        """The command that produced what follows (and regenerates it)."""
+        self.lines += ["```", self.plan_command(), "```", ""]
+
+    def table(self, head: Sequence[str], rows: Sequence[Sequence[object]], *,
+              numeric_from: int = 1) -> None:
+        """A Markdown table preceded by its command; columns from ``numeric_from`` on are
+        right-aligned."""
+        self.command()
+        align = ["---" if i < numeric_from else "---:" for i in range(len(head))]
+        self.lines += [_row(head), _row(align)] + [_row([str(c) for c in r]) for r in rows] + [""]
+
+    def figure(self, name: str, figure: Figure, caption: str) -> None:
+        """Save ``figure`` as ``name`` beside the report and show it, preceded by its command."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(figure)
+        self.plan.results.mkdir(parents=True, exist_ok=True)
+        figure.savefig(self.plan.results / name, dpi=80)
+        self.command()
+        self.lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+
+    def verdict(self, claim: str, verdict: str, evidence: str) -> None:
+        """The verdict on ``claim``: one of :data:`VERDICT_WORDS`, with its evidence."""
+        if verdict not in VERDICT_WORDS:
+            raise ValueError(f"verdict must be one of {VERDICT_WORDS}, got {verdict!r}")
+        self.verdicts.append({"study": self.plan.study.name, "claim": claim,
+                              "verdict": verdict, "evidence": evidence})
+        self.lines += [f"**Verdict — {claim}: {verdict}.** {evidence}", ""]
+
+    # ---- the command ----------------------------------------------------------------------------
+    def plan_command(self) -> str:
+        plan = self.plan
+        parts = ["coagents study", plan.study.name, "--budget", plan.budget.name]
+        if plan.seeds != plan.budget.seeds:
+            parts += ["--seeds", str(plan.seeds)]
+        parts += ["--results", _shown_path(plan.results)]
+        return " ".join(parts)
+
+
+def write_report(plan: StudyPlan) -> Path:
+    """Write ``report.md`` (and its figures and ``verdicts.json``) into the plan's compact
+    results; returns its path."""
+    data = compact.read_study(plan.results, plan.arms)
+    report = Report(plan, data)
+    study = plan.study
+    report.lines += [f"## {study.title}", "", study.summary, ""]
+    _budget_lines(report)
+    if not data.arms:
+        report.text("No run is recorded yet.")
+    else:
+        study.write_report(data, report)
+    plan.results.mkdir(parents=True, exist_ok=True)
+    path = plan.results / REPORT
+    write_text(path, "\n".join(report.lines).rstrip() + "\n")
+    write_json(plan.results / VERDICTS, {"study": study.name, "title": study.title,
+                                         "budget": plan.budget.name, "verdicts": report.verdicts})
+    return path
+
+
+def _budget_lines(report: Report) -> None:
+    plan, data = report.plan, report.data
+    sessions = data.meta.get("sessions", [])
+    seconds = sum(s.get("wall_s", 0) for s in sessions)
+    recorded = sum(a.n for a in data.arms.values())
+    diverged = sum(len(a.diverged) for a in data.arms.values())
+    wanted = plan.seeds * len(plan.arms)
+    report.text(
+        f"Budget **{plan.budget.name}**: {plan.budget.description}; {plan.seeds} seed(s) per "
+        f"arm, {len(plan.arms)} arms. Recorded: {recorded} completed run(s)"
+        + (f" and {diverged} diverged" if diverged else "") + f" of {wanted}.",
+        f"Wall time on this machine: {seconds:,.0f} s ({seconds / 3600:.2f} h) over "
+        f"{len(sessions)} session(s) of `coagents study` "
+        f"({', '.join(sorted({s.get('executor', '?') for s in sessions})) or 'none'}).")
+    if recorded + diverged < wanted:
+        report.text(f"**Incomplete:** {wanted - recorded - diverged} run(s) of this budget are "
+                    "not recorded yet; the same command continues the study.")
+
+
+# ---- helpers the studies share -----------------------------------------------------------------
+def shown(values: np.ndarray | Sequence[float], digits: int = 4) -> str:
+    """``mean ± s.e.`` of the finite ``values`` (``mean`` alone for one value, ``–`` for none)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return "–"
+    mean, se = mean_se(values)
+    return f"{mean:.{digits}g}" if se is None else f"{mean:.{digits}g} ± {se:.2g}"
+
+
+def p_value(test: Welch) -> str:
+    """The p-value in words for a table cell."""
+    if math.isnan(test.p):
+        return "–"
+    return "< 1e-4" if test.p < 1e-4 else f"{test.p:.3g}"
+
+
+def compare(a: ArmData, b: ArmData, metric: str, statistic: str = "final") -> Welch:
+    """Welch's test of ``a`` against ``b`` on ``metric``'s ``final`` or ``auc`` values."""
+    values = (lambda arm: arm.final.get(metric, np.zeros(0))) if statistic == "final" else (
+        lambda arm: arm.auc.get(metric, np.zeros(0)))
+    return welch(values(a), values(b))
+
+
+def new_figure(panels: int, *, width: float = 3.4, height: float = 2.8) -> tuple[Figure,
+                                                                                 list[Axes]]:
+    """A figure of ``panels`` side by side (object-oriented Matplotlib, no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width * panels, height), layout="constrained")
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    return figure, list(axes)
+
+
+def draw_curve(ax: Axes, arm: ArmData, column: str, label: str, *, scale: float = 1.0,
+               colour: object = None, linestyle: str = "-") -> None:
+    """Mean ± s.e. over seeds of ``column`` against updates."""
+    values = arm.curves.get(column)
+    if values is None or arm.n == 0:
+        return
+    mean = np.nanmean(values, axis=0) * scale
+    line, = ax.plot(arm.steps, mean, label=label, color=colour, linestyle=linestyle, lw=1.2)
+    if arm.n > 1:
+        se = np.nanstd(values, axis=0, ddof=1) / math.sqrt(arm.n) * scale
+        ax.fill_between(arm.steps, mean - se, mean + se, color=line.get_color(), alpha=0.25,
+                        lw=0)
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
