@@ -31,9 +31,10 @@ class _RecordingSGD(SGD):
         super().__init__(size, lr, dtype)
         self.recorded: np.ndarray | None = None
 
-    def step(self, params: np.ndarray, grad: np.ndarray) -> None:
+    def step(self, params: np.ndarray, grad: np.ndarray,
+             where: np.ndarray | None = None) -> None:
         self.recorded = grad.astype(np.float64)
-        super().step(params, grad)
+        super().step(params, grad, where)
 
 
 @contextlib.contextmanager
