@@ -78,6 +78,9 @@ def test_slicing_undoes_stacking():
     ("correlated-pg-d95", ["data.means=2", "backend.window=3", "backend.reward_delay=2"]),
     ("correlated-backprop-d0", ["data.means=2", "run.pretrain_updates=0"]),
     ("multiplexer", ["run.updates=300", "network.rule=ac-offpolicy", "network.critic_units=16"]),
+    # a replica that fires on no stream skips its step: the replicas' counters differ
+    ("multiplexer", ["run.updates=300", "network.hidden=[16, 16]", 'backend.fire="p:0.05"',
+                     "run.online_metrics=true"]),
 ])
 def test_replicas_write_the_run_directories_of_separate_runs(tmp_path, name, sets):
     seeds = [0, 3]

@@ -353,9 +353,12 @@ class ReplicatedRun:
 
     # ---- summaries and checkpoints ------------------------------------------------------------
     def _finish(self, replica: Replica) -> dict:
+        r = replica.index  # its entry of the agents' counters that differ between replicas
+        reports = [{k: replica_number(v, r) for k, v in report.items()}
+                   for report in self.backend.layer_stats()]
         summary = run_summary(replica.config["name"], replica.state, self.updates,
                               replica.directory.metrics(), self.backend, self.pretrain_updates,
-                              replica.status, replica.error, replica.diverged)
+                              replica.status, replica.error, replica.diverged, reports)
         summary["replicas"] = {"seeds": self.seeds, "replica": replica.index,
                                "note": "timings are the group's: its replicas trained together"}
         replica.directory.write_summary(summary)
@@ -466,7 +469,8 @@ def resume_replicas(paths: list[Path], *, progress: bool | None = None,
 
 def replica_number(value, r: int):
     """Replica ``r``'s entry of a figure shared by the replicas (a number) or one per replica
-    (an array: their staleness once a replica that fired on no stream skipped a step)."""
+    (an array: their staleness and step counters once a replica that fired on no stream skipped
+    a step)."""
     return value[r].item() if isinstance(value, np.ndarray) else value
 
 

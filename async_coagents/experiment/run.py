@@ -337,8 +337,9 @@ def evaluation_row(s: Counters, by_split: dict[str, dict], phase: str | None,
 
 def run_summary(name: str, s: Counters, updates_total: int, rows: list[dict], backend,
                 pretrain_updates: int, status: str, error: str | None = None,
-                diverged: dict | None = None) -> dict:
-    """A run's ``summary.json`` from its counters, its metrics rows and its backend."""
+                diverged: dict | None = None, reports: list[dict] | None = None) -> dict:
+    """A run's ``summary.json`` from its counters, its metrics rows and its backend (whose layer
+    agents' counters are ``reports``, default ``backend.layer_stats()``)."""
     final = rows[-1] if rows else {}
     described = backend.describe()
     return {
@@ -350,7 +351,8 @@ def run_summary(name: str, s: Counters, updates_total: int, rows: list[dict], ba
         "updates_per_s": s.updates / s.train_s if s.train_s else None,
         "final": {k: v for k, v in final.items() if k not in _INTERVAL_LISTS},
         "train": prequential(s),
-        "accounting": accounting(s, pretrain_updates, backend.layer_stats()),
+        "accounting": accounting(s, pretrain_updates,
+                                 backend.layer_stats() if reports is None else reports),
         "backend": described.pop("backend"), **described,
     }
 
