@@ -1,9 +1,12 @@
-"""The reproduction study (``coagents study``): Welch's test against known values, a study's
-quick budget end to end with its report written from the compact results (each number of its
-table is the one the run directories give), and resumption from the compact results alone."""
+"""The reproduction study (``coagents study``): Welch's test against known values, every study's
+quick budget end to end with its report written from the compact results (each final and area is
+the one the run directories give), resumption from the compact results alone, and the results
+page gathered from the reports."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 
 import numpy as np
@@ -11,7 +14,7 @@ import pytest
 
 from async_coagents.cli import main
 from async_coagents.experiment.results import group_runs, load_runs
-from async_coagents.study import compact, get
+from async_coagents.study import STUDIES, compact, get
 from async_coagents.study.welch import student_t_two_sided, welch
 
 
@@ -29,27 +32,56 @@ def test_welch_matches_a_hand_computation():
     assert 0.06 < test.p < 0.08
 
 
-def test_correlated_quick_budget_end_to_end(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_every_study_runs_its_quick_budget_end_to_end(tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
-    assert main(["study", "correlated", "--budget", "quick", "--out", "study",
-                 "--no-progress"]) == 0
+    assert main(["study", name, "--budget", "quick", "--out", "study", "--no-progress"]) == 0
     results = tmp_path / "study" / "results"
     report = (results / "report.md").read_text(encoding="utf-8")
-    assert "coagents study correlated --budget quick --results study/results" in report
-    assert "Verdict" in report and (results / "test_mse_long.png").is_file()
-    # the compact finals are those of the run directories
-    study = get("correlated")
-    arm = next(a for a in study.arms(study.budgets["quick"]) if a.name == "long-pg-d1")
-    data = compact.read_study(results, [arm]).arms["long-pg-d1"]
-    dirs = sorted((tmp_path / "study" / "runs" / "session-1").glob("correlated-long-pg-d1-*"))
-    group = group_runs(load_runs(dirs))[0]
-    assert np.array_equal(data.final["test_mse"], group.final("test_mse"))
-    assert np.array_equal(data.auc["test_mse"], group.auc("test_mse"))
+    assert f"coagents study {name} --budget quick --results study/results" in report
+    figures = re.findall(r"\]\(([^)]+\.png)\)", report)
+    assert figures and all((results / f).is_file() for f in figures)
+    # the compact finals and areas are those of the run directories, for every arm and metric
+    study = get(name)
+    arms = study.arms(study.budgets["quick"])
+    data = compact.read_study(results, arms)
+    assert set(data.arms) == {a.name for a in arms}
+    for arm in arms:
+        dirs = sorted(d for d in (tmp_path / "study" / "runs" / "session-1").iterdir()
+                      if re.fullmatch(rf"{re.escape(name)}-{re.escape(arm.name)}-\d+-seed\d+",
+                                      d.name))
+        group = group_runs(load_runs(dirs))[0]
+        assert data.arms[arm.name].n == len(dirs) == study.budgets["quick"].seeds
+        for metric, finals in data.arms[arm.name].final.items():
+            assert np.array_equal(finals, group.final(metric), equal_nan=True), (arm, metric)
+            assert np.array_equal(data.arms[arm.name].auc[metric], group.auc(metric),
+                                  equal_nan=True), (arm, metric)
     # a new study directory with the same compact results runs nothing and writes the same report
     shutil.copytree(results, tmp_path / "committed")
-    assert main(["study", "correlated", "--budget", "quick", "--out", "again",
+    assert main(["study", name, "--budget", "quick", "--out", "again",
                  "--results", "committed", "--no-progress"]) == 0
     assert not (tmp_path / "again" / "runs").exists()
+    again = (tmp_path / "committed" / "report.md").read_text(encoding="utf-8")
+    assert again == report.replace("study/results", "committed")
+
+
+def test_the_results_page_gathers_the_reports_and_their_verdicts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "docs" / "results"
+    assert main(["study", "asynchrony", "--budget", "quick", "--out", "study",
+                 "--results", "docs/results/asynchrony", "--no-progress"]) == 0
+    (root / "fashion-depth").mkdir()
+    (root / "fashion-depth" / "verdicts.json").write_text(json.dumps({
+        "study": "fashion-depth", "budget": "paper", "verdicts": [
+            {"claim": "a claim", "verdict": "partly reproduced", "evidence": "e"}]}))
+    (root / "fashion-depth" / "report.md").write_text("## Depth\n\n![a figure](accuracy.png)\n")
+    assert main(["study", "--page", "--results-root", "docs/results"]) == 0
+    page = (tmp_path / "docs" / "results.md").read_text(encoding="utf-8")
+    assert "| fashion-depth (budget paper) | a claim | partly reproduced |" in page
+    assert "](results/fashion-depth/accuracy.png)" in page
+    assert "](results/asynchrony/test_accuracy.png)" in page
+    assert "Accuracy and staleness per setting" in page
+    assert "Not run yet: `correlated`." in page
 
 
 def test_unknown_study_and_arm_are_refused(tmp_path, capsys):

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from async_coagents.errors import ConfigError
 from async_coagents.study.spec import Study
+from async_coagents.study.studies.asynchrony import Asynchrony
 from async_coagents.study.studies.correlated import Correlated
 from async_coagents.study.studies.fashion_depth import FashionDepth
 
 __all__ = ["STUDIES", "get"]
 
 #: Every shipped study by name, in the order of the results page.
-STUDIES: dict[str, type[Study]] = {s.name: s for s in (Correlated, FashionDepth)}
+STUDIES: dict[str, type[Study]] = {s.name: s for s in (Correlated, FashionDepth, Asynchrony)}
 
 
 def get(name: str) -> Study:
