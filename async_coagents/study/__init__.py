@@ -17,12 +17,15 @@ from async_coagents.errors import ConfigError
 from async_coagents.study.spec import Study
 from async_coagents.study.studies.asynchrony import Asynchrony
 from async_coagents.study.studies.correlated import Correlated
+from async_coagents.study.studies.critics import Critics
 from async_coagents.study.studies.fashion_depth import FashionDepth
+from async_coagents.study.studies.representation import Representation
 
 __all__ = ["STUDIES", "get"]
 
 #: Every shipped study by name, in the order of the results page.
-STUDIES: dict[str, type[Study]] = {s.name: s for s in (Correlated, FashionDepth, Asynchrony)}
+STUDIES: dict[str, type[Study]] = {s.name: s for s in (Correlated, FashionDepth, Critics, Representation,
+                                                  Asynchrony)}
 
 
 def get(name: str) -> Study:

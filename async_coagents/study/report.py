@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from async_coagents.study.compact import ArmData
     from async_coagents.study.runner import StudyPlan
 
-__all__ = ["REPORT", "VERDICTS", "Report", "shown", "write_report"]
+__all__ = ["REPORT", "VERDICTS", "Report", "compare", "draw_curve", "draw_entropy_sparsity",
+           "new_figure", "p_value", "shown", "write_report"]
 
 REPORT = "report.md"
 VERDICTS = "verdicts.json"
@@ -175,6 +176,19 @@ def draw_curve(ax: Axes, arm: ArmData, column: str, label: str, *, scale: float 
         se = np.nanstd(values, axis=0, ddof=1) / math.sqrt(arm.n) * scale
         ax.fill_between(arm.steps, mean - se, mean + se, color=line.get_color(), alpha=0.25,
                         lw=0)
+
+
+def draw_entropy_sparsity(ax: Axes, arm: ArmData, title: str) -> None:
+    """One panel of per-layer mean entropy per unit (solid) and sparsity (dotted), mean ± s.e."""
+    for layer, column in enumerate(arm.layers("entropy")):
+        draw_curve(ax, arm, column, f"entropy, layer {layer}", colour=f"C{layer}")
+    for layer, column in enumerate(arm.layers("sparsity")):
+        draw_curve(ax, arm, column, f"sparsity, layer {layer}", colour=f"C{layer}",
+                   linestyle=":")
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel("updates", fontsize=8)
+    ax.set_ylim(-0.01, 1)
+    ax.tick_params(labelsize=7)
 
 
 def _row(cells: Sequence[str]) -> str:

@@ -63,7 +63,9 @@ class Asynchrony(Study):
                "with reward delay W − 1 means each layer updates on the reward of a batch it "
                "forwarded W − 1 of its own steps earlier (its staleness); `layer0 every 4` steps "
                "that layer once per 4 batches on their summed gradient; `fire p` lets each layer "
-               "agent act on a random fraction p of the stream; `cap 1` weights each stale "
+               "agent act on a random fraction p of the stream and hold its previous output "
+               "elsewhere (on this i.i.d. stream, the output of another example); `cap 1` "
+               "weights each stale "
                "update by the truncated importance ratio of the current to the behaviour "
                "policy. Dataset: the multiplexer (generated, every pattern evaluated).")
     metrics = ("test_accuracy", "online_accuracy", "prequential_accuracy", "staleness_mean",
@@ -133,6 +135,8 @@ class Asynchrony(Study):
                            test.p < SIGNIFICANT else "no significant difference."))
 
     def _figure(self, data, report: Report) -> None:
+        from matplotlib.ticker import MaxNLocator
+
         groups = list(dict.fromkeys(a.labels["group"] for a in _setting_arms()))
         figure, axes = new_figure(len(groups), width=3.2)
         for ax, group in zip(axes, groups, strict=True):
@@ -145,6 +149,7 @@ class Asynchrony(Study):
                     draw_curve(ax, a, "test_accuracy", arm.labels["setting"], colour=f"C{i}")
             ax.set_title(group, fontsize=9)
             ax.set_xlabel("updates", fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(4))
             ax.tick_params(labelsize=7)
             ax.legend(fontsize=5, loc="lower right")
         axes[0].set_ylabel("test accuracy", fontsize=8)

@@ -122,8 +122,8 @@ class Correlated(Study):
             ax.set_yscale("log")
             ax.tick_params(labelsize=7)
         axes[0].set_ylabel("test MSE", fontsize=8)
-        axes[0].legend(fontsize=6)
         if drawn:
+            axes[0].legend(fontsize=6)
             report.figure(f"test_mse_{section}.png", figure,
                           f"Test MSE, {SECTIONS[section]}: mean ± s.e. over seeds")
 

@@ -14,6 +14,7 @@ from async_coagents.study.report import (
     Report,
     compare,
     draw_curve,
+    draw_entropy_sparsity,
     new_figure,
     p_value,
     shown,
@@ -126,16 +127,8 @@ class FashionDepth(Study):
         figure, axes = new_figure(len(panels), width=2.8)
         for ax, (learner, depth) in zip(axes, panels, strict=True):
             arm = data.arms[f"{learner}-{depth}layer"]
-            for layer, column in enumerate(arm.layers("entropy")):
-                draw_curve(ax, arm, column, f"entropy, layer {layer}", colour=f"C{layer}")
-            for layer, column in enumerate(arm.layers("sparsity")):
-                draw_curve(ax, arm, column, f"sparsity, layer {layer}", colour=f"C{layer}",
-                           linestyle=":")
+            draw_entropy_sparsity(ax, arm, f"{learner}, {depth} layer(s)")
             draw_curve(ax, arm, "train_accuracy", "train accuracy", colour="black")
-            ax.set_title(f"{learner}, {depth} layer(s)", fontsize=9)
-            ax.set_xlabel("updates", fontsize=8)
-            ax.set_ylim(-0.01, 1)
-            ax.tick_params(labelsize=7)
         axes[-1].legend(fontsize=6, loc="center right")
         report.figure("entropy_sparsity.png", figure, "Per-layer mean entropy per unit in nats "
                       "(solid), sparsity (dotted) and train accuracy (black), mean over seeds")
