@@ -116,17 +116,24 @@ def _budget_lines(report: Report) -> None:
     seconds = sum(s.get("wall_s", 0) for s in sessions)
     recorded = sum(a.n for a in data.arms.values())
     diverged = sum(len(a.diverged) for a in data.arms.values())
-    wanted = plan.seeds * len(plan.arms)
+    have = {a.arm.name: a.n + len(a.diverged) for a in data.arms.values()}
+    left = sum(max(0, plan.seeds - have.get(arm.name, 0)) for arm in plan.arms)
     report.text(
         f"Budget **{plan.budget.name}**: {plan.budget.description}; {plan.seeds} seed(s) per "
         f"arm, {len(plan.arms)} arms. Recorded: {recorded} completed run(s)"
-        + (f" and {diverged} diverged" if diverged else "") + f" of {wanted}.",
+        + (f" and {diverged} diverged" if diverged else "")
+        + " (the tables use every recorded seed of an arm: see their seeds columns).",
         f"Wall time on this machine: {seconds:,.0f} s ({seconds / 3600:.2f} h) over "
         f"{len(sessions)} session(s) of `coagents study` "
         f"({', '.join(sorted({s.get('executor', '?') for s in sessions})) or 'none'}).")
-    if recorded + diverged < wanted:
-        report.text(f"**Incomplete:** {wanted - recorded - diverged} run(s) of this budget are "
-                    "not recorded yet; the same command continues the study.")
+    if left:
+        report.text(f"**Incomplete:** {left} run(s) of {plan.seeds} seed(s) per arm are not "
+                    "recorded yet; the same command continues the study.")
+    short = [arm.name for arm in plan.arms if have.get(arm.name, 0) < plan.budget.seeds]
+    if plan.seeds < plan.budget.seeds and short:
+        report.text(f"**Incomplete:** {len(short)} arm(s) have fewer than the budget's "
+                    f"{plan.budget.seeds} seeds; the same command with --seeds "
+                    f"{plan.budget.seeds} continues the study.")
 
 
 # ---- helpers the studies share -----------------------------------------------------------------
