@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     from async_coagents.study.compact import ArmData
     from async_coagents.study.runner import StudyPlan
 
-__all__ = ["REPORT", "VERDICTS", "Report", "compare", "draw_curve", "draw_entropy_sparsity",
-           "new_figure", "p_value", "shown", "write_report"]
+__all__ = ["ACCURACY_HEAD", "ACCURACY_NOTE", "REPORT", "VERDICTS", "Report", "accuracy_cells",
+           "compare", "draw_curve", "draw_entropy_sparsity",
+           "new_figure", "p_value", "shown", "verdict_word", "write_report"]
 
 REPORT = "report.md"
 VERDICTS = "verdicts.json"
@@ -145,6 +146,24 @@ def shown(values: np.ndarray | Sequence[float], digits: int = 4) -> str:
         return "–"
     mean, se = mean_se(values)
     return f"{mean:.{digits}g}" if se is None else f"{mean:.{digits}g} ± {se:.2g}"
+
+
+#: What the accuracy tables of the Fashion-MNIST studies show, in words under each.
+ACCURACY_NOTE = ("Mean ± standard error over seeds; final: the last evaluation; AUC: the mean of "
+                 "the curve over training (trapezoid rule).")
+ACCURACY_HEAD = ("seeds", "final train accuracy", "final test accuracy", "train accuracy AUC")
+
+
+def accuracy_cells(arm: ArmData) -> list[object]:
+    """The cells of :data:`ACCURACY_HEAD` for ``arm``."""
+    return [arm.n, shown(arm.final.get("train_accuracy", [])),
+            shown(arm.final.get("test_accuracy", [])), shown(arm.auc.get("train_accuracy", []))]
+
+
+def verdict_word(held: int, tested: int) -> str:
+    """``reproduced`` when every one of ``tested`` comparisons held, ``partly reproduced`` when
+    some did, else ``not reproduced``."""
+    return "reproduced" if held == tested else "partly reproduced" if held else "not reproduced"
 
 
 def p_value(test: Welch) -> str:

@@ -17,7 +17,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 from async_coagents.experiment.learning_bench import EVEN_LONGER
-from async_coagents.study.report import Report, compare, draw_curve, new_figure, p_value, shown
+from async_coagents.study.report import (
+    Report,
+    compare,
+    draw_curve,
+    new_figure,
+    p_value,
+    shown,
+    verdict_word,
+)
 from async_coagents.study.spec import Arm, Budget, Study
 
 DIFFICULTIES = {"0": 0.0, "95": 0.95, "98": 0.98, "1": 1.0}
@@ -134,8 +142,7 @@ class Correlated(Study):
             report.verdict(claim, "not tested yet", "The even_longer arms are not recorded.")
             return
         held = [d for d, v in correlated.items() if v]
-        verdict = ("reproduced" if len(held) == len(correlated) else
-                   "partly reproduced" if held else "not reproduced")
+        verdict = verdict_word(len(held), len(correlated))
         iid = robust.get(0.0)
         report.verdict(claim, verdict,
                        f"On the even_longer stream the coagent network has a significantly lower "

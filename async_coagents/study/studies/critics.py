@@ -15,13 +15,16 @@ from __future__ import annotations
 from typing import ClassVar
 
 from async_coagents.study.report import (
+    ACCURACY_HEAD,
+    ACCURACY_NOTE,
     Report,
+    accuracy_cells,
     compare,
     draw_curve,
     draw_entropy_sparsity,
     new_figure,
     p_value,
-    shown,
+    verdict_word,
 )
 from async_coagents.study.spec import Arm, Budget, Study
 
@@ -83,13 +86,10 @@ class Critics(Study):
             if a is None or not a.n:
                 continue
             rows.append([LEARNERS[arm.labels["learner"]][1], arm.labels["hidden layers"],
-                         arm.labels["critic"], a.n, shown(a.final.get("train_accuracy", [])),
-                         shown(a.final.get("test_accuracy", [])),
-                         shown(a.auc.get("train_accuracy", []))])
-        report.table(["learner", "hidden layers", "critic", "seeds", "final train accuracy",
-                      "final test accuracy", "train accuracy AUC"], rows, numeric_from=1)
-        report.text("Mean ± standard error over seeds; final: the last evaluation; AUC: the mean "
-                    "of the curve over training (trapezoid rule).")
+                         arm.labels["critic"], *accuracy_cells(a)])
+        report.table(["learner", "hidden layers", "critic", *ACCURACY_HEAD], rows,
+                     numeric_from=1)
+        report.text(ACCURACY_NOTE)
 
         report.heading("Welch tests: off-policy critics against REINFORCE and on-policy critics")
         tests, helps = [], {}
@@ -118,8 +118,7 @@ class Critics(Study):
             report.verdict(claim, "not tested yet", "The critic arms are not recorded.")
             return
         held = [k for k, v in helps.items() if v]
-        verdict = ("reproduced" if len(held) == len(helps) else
-                   "partly reproduced" if held else "not reproduced")
+        verdict = verdict_word(len(held), len(helps))
         words = ", ".join(f"over {LEARNERS[key][1]} at {depth} layers, critic 1 x {units}"
                           for key, depth, units in held) or "none"
         report.verdict(claim, verdict,

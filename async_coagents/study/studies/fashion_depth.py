@@ -11,13 +11,16 @@ from __future__ import annotations
 from typing import ClassVar
 
 from async_coagents.study.report import (
+    ACCURACY_HEAD,
+    ACCURACY_NOTE,
     Report,
+    accuracy_cells,
     compare,
     draw_curve,
     draw_entropy_sparsity,
     new_figure,
     p_value,
-    shown,
+    verdict_word,
 )
 from async_coagents.study.spec import Arm, Budget, Study
 
@@ -58,13 +61,9 @@ class FashionDepth(Study):
                 arm = arms.get(f"{learner}-{depth}layer")
                 if arm is None:
                     continue
-                rows.append([learner, depth, arm.n, shown(arm.final.get("train_accuracy", [])),
-                             shown(arm.final.get("test_accuracy", [])),
-                             shown(arm.auc.get("train_accuracy", []))])
-        report.table(["learner", "hidden layers", "seeds", "final train accuracy",
-                      "final test accuracy", "train accuracy AUC"], rows, numeric_from=1)
-        report.text("Mean ± standard error over seeds; final: the last evaluation; AUC: the mean "
-                    "of the curve over training (trapezoid rule).")
+                rows.append([learner, depth, *accuracy_cells(arm)])
+        report.table(["learner", "hidden layers", *ACCURACY_HEAD], rows, numeric_from=1)
+        report.text(ACCURACY_NOTE)
 
         report.heading("Welch tests: coagent networks against backprop and straight-through")
         tests, below = [], {}
@@ -92,8 +91,7 @@ class FashionDepth(Study):
             return
         held = [k for k, v in below.items() if v]
         words = ", ".join(f"{learner} with {depth} layer(s)" for learner, depth in held) or "none"
-        verdict = ("reproduced" if len(held) == len(below) else
-                   "partly reproduced" if held else "not reproduced")
+        verdict = verdict_word(len(held), len(below))
         report.verdict(
             "REINFORCE, even with variance reduction, learns suboptimal solutions", verdict,
             f"Coagent arms whose final train accuracy is below backprop's at p < {SIGNIFICANT} "
