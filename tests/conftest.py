@@ -18,6 +18,11 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("NPY_DISABLE_CPU_FEATURES", "X86_V4 AVX512_ICL AVX512_SPR")
 os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
 
+# .ci/run gives the data directory relative to the checkout; tests that change directory (the
+# study's, which run in a temporary one) must still find it.
+if os.environ.get("COAGENTS_DATA_DIR"):
+    os.environ["COAGENTS_DATA_DIR"] = os.path.abspath(os.environ["COAGENTS_DATA_DIR"])
+
 from async_coagents.data import load_dataset
 from async_coagents.errors import DataError
 
