@@ -152,3 +152,23 @@ def test_gaussian_activity_and_entropy_sums_are_those_of_their_definitions(activ
     by_definition = unit.entropy(dist).sum(axis=-2, dtype=np.float64)
     assert np.array_equal(sums.entropy_sum, by_definition)  # bit for bit
     assert sums.activity_sum == float((unit.transition(dist) != 0).sum())
+
+
+def test_two_action_fast_path_gives_the_general_formulas_numbers() -> None:
+    """Bernoulli units (K = 2) skip numpy's reductions over an axis of length 2; the policy,
+    greedy action and entropy must stay the general softmax's numbers bit for bit (the regression
+    fixture relies on it), in float32 and float64, at ties and at large logits."""
+    rng = np.random.default_rng(3)
+    unit = Bernoulli()
+    for dtype in (np.float32, np.float64):
+        for scale in (1e-3, 1.0, 40.0):
+            z = (rng.standard_normal((5, 3, 16)) * scale).astype(dtype)
+            z[0] = 0.0  # exact ties
+            pairs = z.reshape(5, 3, 8, 2)
+            expected = np.exp(pairs - pairs.max(axis=-1, keepdims=True))
+            expected /= expected.sum(axis=-1, keepdims=True)
+            dist = unit.policy(z)
+            assert dist.dtype == expected.dtype and np.array_equal(dist, expected)
+            assert np.array_equal(unit.greedy(dist), expected.argmax(axis=-1))
+            p = expected + 1e-9
+            assert np.array_equal(unit.entropy(dist), -(p * np.log(p)).sum(axis=-1))
