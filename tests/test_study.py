@@ -15,7 +15,7 @@ import pytest
 from async_coagents.cli import main
 from async_coagents.experiment.results import group_runs, load_runs
 from async_coagents.study import STUDIES, compact, get
-from async_coagents.study.welch import student_t_two_sided, welch
+from async_coagents.study.welch import student_t_two_sided, welch, welch_summary
 
 
 def test_student_t_tail_matches_tables():
@@ -30,6 +30,34 @@ def test_welch_matches_a_hand_computation():
     assert test.t == pytest.approx(-3.5 / np.sqrt(va + vb))
     assert test.dof == pytest.approx((va + vb) ** 2 / (va**2 / 3 + vb**2 / 4))
     assert 0.06 < test.p < 0.08
+
+
+def test_welch_from_summary_statistics_is_welch_of_the_samples():
+    a, b = [0.2, 0.5, 0.4, 0.9], [0.81, 0.8, 0.83, 0.79, 0.82]
+    summary = welch_summary((np.mean(a), np.var(a, ddof=1), 4), (np.mean(b), np.var(b, ddof=1), 5))
+    assert (summary.t, summary.dof, summary.p) == pytest.approx((welch(a, b).t, welch(a, b).dof,
+                                                                welch(a, b).p))
+
+
+def test_rule_family_reward_is_chungs_figure_from_the_run_summaries(tmp_path, monkeypatch):
+    """The multiplexer's mean reward is ``2a - 1`` of each run's prequential accuracy, the
+    figure ``coagents bench --only multiplexer20`` reads from the run summary."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "rule-family", "--budget", "quick", "--arms", "mux20-weight-max*",
+                 "--out", "study", "--no-progress"]) == 0
+    report = (tmp_path / "study" / "results" / "report.md").read_text(encoding="utf-8")
+    assert "not tested yet" in report  # the quick budget is not Chung's 800,000 episodes
+    study = get("rule-family")
+    arms = [a for a in study.arms(study.budgets["quick"]) if a.name.startswith("mux20-weight")]
+    data = compact.read_study(tmp_path / "study" / "results", arms)
+    for arm in arms:
+        summaries = sorted((d for d in (tmp_path / "study" / "runs" / "session-1").iterdir()
+                            if re.fullmatch(rf"rule-family-{arm.name}-\d+-seed\d+", d.name)),
+                           key=lambda d: d.name)
+        accuracy = [json.loads((d / "summary.json").read_text())["train"]["accuracy"]
+                    for d in summaries]
+        assert np.allclose(data.arms[arm.name].final["prequential_accuracy"], accuracy)
+    assert "| weight-max, Chung's Adam and per-layer rates | 2 |" in report
 
 
 @pytest.mark.parametrize("name", list(STUDIES))

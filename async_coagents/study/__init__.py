@@ -20,12 +20,13 @@ from async_coagents.study.studies.correlated import Correlated
 from async_coagents.study.studies.critics import Critics
 from async_coagents.study.studies.fashion_depth import FashionDepth
 from async_coagents.study.studies.representation import Representation
+from async_coagents.study.studies.rule_family import RuleFamily
 
 __all__ = ["STUDIES", "get"]
 
 #: Every shipped study by name, in the order of the results page.
-STUDIES: dict[str, type[Study]] = {s.name: s for s in (Correlated, FashionDepth, Critics, Representation,
-                                                  Asynchrony)}
+STUDIES: dict[str, type[Study]] = {s.name: s for s in (Correlated, FashionDepth, Critics,
+                                                       Representation, Asynchrony, RuleFamily)}
 
 
 def get(name: str) -> Study:

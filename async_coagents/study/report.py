@@ -8,6 +8,7 @@ results page (:mod:`async_coagents.study.page`).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -196,10 +197,12 @@ def draw_curve(ax: Axes, arm: ArmData, column: str, label: str, *, scale: float 
     values = arm.curves.get(column)
     if values is None or arm.n == 0:
         return
-    mean = np.nanmean(values, axis=0) * scale
+    with warnings.catch_warnings():  # a step no seed has a value at (an interval figure at
+        warnings.simplefilter("ignore", RuntimeWarning)  # step 0) is drawn as a gap
+        mean = np.nanmean(values, axis=0) * scale
+        se = np.nanstd(values, axis=0, ddof=1) / math.sqrt(arm.n) * scale if arm.n > 1 else None
     line, = ax.plot(arm.steps, mean, label=label, color=colour, linestyle=linestyle, lw=1.2)
-    if arm.n > 1:
-        se = np.nanstd(values, axis=0, ddof=1) / math.sqrt(arm.n) * scale
+    if se is not None:
         ax.fill_between(arm.steps, mean - se, mean + se, color=line.get_color(), alpha=0.25,
                         lw=0)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Welch", "student_t_two_sided", "welch"]
+__all__ = ["Welch", "student_t_two_sided", "welch", "welch_summary"]
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,17 @@ def welch(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> W
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    n_a, n_b = len(a), len(b)
-    mean_a = float(a.mean()) if n_a else math.nan
-    mean_b = float(b.mean()) if n_b else math.nan
+    return welch_summary(_stats(a), _stats(b))
+
+
+def welch_summary(a: tuple[float, float, int], b: tuple[float, float, int]) -> Welch:
+    """Welch's t-test from each sample's ``(mean, variance with ddof 1, n)``: the test against a
+    published figure reported as mean ± standard deviation over n runs."""
+    (mean_a, var_a, n_a), (mean_b, var_b, n_b) = a, b
     difference = mean_a - mean_b
     if n_a < 2 or n_b < 2:
         return Welch(mean_a, mean_b, n_a, n_b, difference, math.nan, math.nan, math.nan)
-    va, vb = float(a.var(ddof=1)) / n_a, float(b.var(ddof=1)) / n_b
+    va, vb = var_a / n_a, var_b / n_b
     if va + vb == 0:
         same = difference == 0
         return Welch(mean_a, mean_b, n_a, n_b, difference, math.nan if same else math.copysign(
@@ -55,6 +59,12 @@ def welch(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> W
     t = difference / math.sqrt(va + vb)
     dof = (va + vb) ** 2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1))
     return Welch(mean_a, mean_b, n_a, n_b, difference, t, dof, student_t_two_sided(t, dof))
+
+
+def _stats(values: np.ndarray) -> tuple[float, float, int]:
+    n = len(values)
+    mean = float(values.mean()) if n else math.nan
+    return mean, float(values.var(ddof=1)) if n > 1 else math.nan, n
 
 
 def student_t_two_sided(t: float, dof: float) -> float:
