@@ -131,6 +131,41 @@ def test_reinforce_phase_then_critic_signal():
     assert grads == [True, True]
 
 
+def test_advantage_centred_critic_subtracts_the_layers_own_greedy_value_before_its_step():
+    """ac-offpolicy-advantage (our extension): G_i = y_i - Q_i(s_i, greedy_i(s_i)) with Q_i read
+    before its step on the batch; the critic's step and the message below are ac-offpolicy's;
+    layer 0 keeps a critic as its baseline and sends nothing."""
+    net = build("ac-offpolicy-advantage")
+    l0, l1, _ = net.layers
+    assert l0.critic is not None and l1.critic is not None
+    assert l1.sends_feedback and not l0.sends_feedback and l0.listens_to_feedback
+    rng = np.random.default_rng(5)
+    for sid in range(3):  # later batches: the critics have moved off their initialisation
+        x = rng.normal(size=(64, 4))
+        forward(net, sid, x)
+        e0, e1 = l0._pending[sid], l1._pending[sid]
+        s1, a1, s0, a0 = e1.x.copy(), e1.out.copy(), e0.x.copy(), e0.out.copy()
+        greedy1, greedy0 = (e.dist.argmax(axis=2).astype(float) for e in (e1, e0))
+        c1, c0 = l1.critic.net.params.copy(), l0.critic.net.params.copy()
+        p1, p0 = l1.policy.params.copy(), l0.policy.params.copy()
+        r = rng.normal(size=64)
+        feedback = l1.reward(sid, r)
+        c1_after = linear_critic_step(c1, s1, a1, r, 2 * LR)  # Q_1 -> r, as ac-offpolicy
+        np.testing.assert_allclose(l1.critic.net.params, c1_after)
+        np.testing.assert_allclose(feedback, linear_critic_value(c1_after, s1, greedy1))
+        g1 = r - linear_critic_value(c1, s1, greedy1)  # the critic before its step
+        dz = -(g1 / 64)[:, None] * l1.unit.score_grad(e1.dist, e1.action)
+        np.testing.assert_allclose(p1 - l1.policy.params,
+                                   LR * np.concatenate([(s1.T @ dz).ravel(), dz.sum(0)]))
+        l0.feedback(sid, feedback)
+        np.testing.assert_allclose(l0.critic.net.params,
+                                   linear_critic_step(c0, s0, a0, feedback, 2 * LR))
+        g0 = feedback - linear_critic_value(c0, s0, greedy0)
+        dz = -(g0 / 64)[:, None] * l0.unit.score_grad(e0.dist, e0.action)
+        np.testing.assert_allclose(p0 - l0.policy.params,
+                                   LR * np.concatenate([(s0.T @ dz).ravel(), dz.sum(0)]))
+
+
 def test_dropped_feedback_drops_the_batch_below():
     net = build("ac")
     l0 = net.layers[0]

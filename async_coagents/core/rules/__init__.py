@@ -23,6 +23,7 @@ from async_coagents.core.rules.base import Rule, RuleSettings, Step
 from async_coagents.core.rules.critic import (
     ActorCritic,
     ActorCriticAfterReinforce,
+    AdvantageOffPolicyActorCritic,
     MonteCarloActorCritic,
     OffPolicyActorCritic,
     OffPolicyActorCriticAfterReinforce,
@@ -38,7 +39,8 @@ from async_coagents.core.rules.weight_max import WeightMax
 from async_coagents.errors import ConfigError
 
 __all__ = [
-    "RULES", "ActorCritic", "ActorCriticAfterReinforce", "GlobalBaseline", "Hnca", "HncaPlain",
+    "RULES", "ActorCritic", "ActorCriticAfterReinforce", "AdvantageOffPolicyActorCritic",
+    "GlobalBaseline", "Hnca", "HncaPlain",
     "InputStateBaseline", "LayerStateBaseline", "MonteCarloActorCritic", "OffPolicyActorCritic",
     "OffPolicyActorCriticAfterReinforce", "Reinforce", "Rule", "RuleSettings", "Step", "WeightMax",
     "get_rule", "register",
@@ -60,7 +62,8 @@ def register(rule: type[Rule]) -> type[Rule]:
 
 for _rule in (Reinforce, GlobalBaseline, InputStateBaseline, LayerStateBaseline, ActorCritic,
               OffPolicyActorCritic, MonteCarloActorCritic, ActorCriticAfterReinforce,
-              OffPolicyActorCriticAfterReinforce, Hnca, HncaPlain, WeightMax):
+              OffPolicyActorCriticAfterReinforce, AdvantageOffPolicyActorCritic, Hnca, HncaPlain,
+              WeightMax):
     register(_rule)
 
 

@@ -135,3 +135,50 @@ class OffPolicyActorCriticAfterReinforce(_ReinforcePhase, OffPolicyActorCritic):
     section = "§3.9"
     summary = ("RECONSTRUCTION: REINFORCE for the first reinforce_updates batches while off-policy "
                "critics learn, then the ac-offpolicy signal")
+
+
+class AdvantageOffPolicyActorCritic(OffPolicyActorCritic):
+    """EXTENSION (ours, not the paper's): §3.7 with each layer's own greedy value subtracted, an
+    action-independent baseline that centres the critic's credit,
+
+        G_{i,b} = y_{i,b} - Q_i(s_{i,b}, g_i(s_{i,b})),
+
+    with ``y_i`` the message of the layer above (the reward for the top coagent layer) and
+    ``Q_i(s_i, g_i(s_i))`` layer ``i``'s own critic at its greedy action under the policy that
+    sampled the batch, read before the critic learns from the batch: the baseline depends on the
+    state alone, so ``E_a[grad log pi(a|s) b(s)] = 0`` leaves the expected step of §3.7 unchanged
+    while the variance of ``G`` falls where ``Q_i`` tracks ``y_i``. Every layer keeps a critic:
+    layer 0's credits no one and is its baseline only. The critic step and the message sent down
+    are §3.7's (the updated critic at the greedy action of the pre-step policy), taken after the
+    policy step so that the policy step reads the critic before it moves.
+    """
+
+    name = "ac-offpolicy-advantage"
+    section = "extension"
+    summary = ("EXTENSION (ours): the ac-offpolicy credit minus the layer's own greedy value, "
+               "G_i = y_i - Q_i(s_i, greedy_i(s_i))")
+    message_after_step = True  # the policy step's baseline is the critic before its step
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.credits_below = False
+
+    @classmethod
+    def build(cls, settings: RuleSettings) -> AdvantageOffPolicyActorCritic:
+        rule = cls()
+        rule.critic = settings.critic()  # layer 0's too: its baseline
+        rule.credits_below = bool(settings.credits_below)
+        return rule
+
+    @property
+    def sends(self) -> bool:
+        return self.credits_below
+
+    def message(self, step: Step) -> np.ndarray | None:
+        self.critic.learn(step.state, step.out, self.critic_target(step))  # Q_i -> y_i
+        if not self.credits_below:
+            return None
+        return self.critic.value(step.state, self.evaluation_action(step))  # (3.7)
+
+    def signal(self, step: Step) -> np.ndarray:
+        return self.returns(step) - self.critic.value(step.state, step.greedy_out())
