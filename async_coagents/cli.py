@@ -239,6 +239,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="--page: the directory holding one results directory per study")
     p.add_argument("--address", help="run the study's runs as Ray tasks on this cluster")
     p.add_argument("--data-dir", help="where to look for dataset files first")
+    p.add_argument("--dataset", help="train the image arms on this IDX dataset instead of "
+                                     "Fashion-MNIST, e.g. mnist, the paper's (`coagents "
+                                     "datasets` says how to get it); give it its own --results")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     _sweep_options(p)
     p.set_defaults(handler=_study)
@@ -605,7 +608,8 @@ def _study(args) -> int:
                           + ", ".join(study.budgets))
     out = Path(args.out or f"runs/study-{study.name}")
     plan = StudyPlan(study, study.budgets[budget_name], out, results=args.results,
-                     seeds=args.seeds, only=[a for a in args.arms.split(",") if a])
+                     seeds=args.seeds, only=[a for a in args.arms.split(",") if a],
+                     dataset=args.dataset)
     if args.report_only:
         from async_coagents.study.report import write_report
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from async_coagents.cli import main
+from async_coagents.data.datasets import find_dataset
 from async_coagents.experiment.results import group_runs, load_runs
 from async_coagents.study import STUDIES, compact, get
 from async_coagents.study.welch import student_t_two_sided, welch, welch_summary
@@ -119,3 +120,30 @@ def test_unknown_study_and_arm_are_refused(tmp_path, capsys):
     assert main(["study", "correlated", "--budget", "quick", "--arms", "zz",
                  "--out", str(tmp_path / "s")]) != 0
     assert "matches no arm" in capsys.readouterr().err
+
+
+def test_a_study_runs_on_mnist_with_its_own_results(tmp_path, monkeypatch, fashion_mnist, capsys):
+    """``--dataset mnist`` trains the image arms on MNIST (here Fashion-MNIST's files under the
+    name ``mnist``: the loader reads any MNIST-style IDX files), the report says so and prints
+    the flag in its command, and results of one dataset are never mixed with the other's."""
+    data = tmp_path / "data"
+    (data / "mnist").mkdir(parents=True)
+    for f in find_dataset("fashion-mnist").iterdir():
+        if f.name.endswith(".gz"):
+            (data / "mnist" / f.name).symlink_to(f)
+    monkeypatch.setenv("COAGENTS_DATA_DIR", str(data))
+    monkeypatch.chdir(tmp_path)
+    args = ["study", "fashion-depth", "--budget", "quick", "--arms", "baseline-1layer",
+            "--no-progress"]
+    assert main([*args, "--dataset", "mnist", "--out", "on-mnist"]) == 0
+    member = next((tmp_path / "on-mnist" / "runs" / "session-1").glob("*-seed0"))
+    assert json.loads((member / "config.json").read_text())["data"]["dataset"] == "mnist"
+    report = (tmp_path / "on-mnist" / "results" / "report.md").read_text(encoding="utf-8")
+    assert "Dataset of the recorded runs: MNIST, the paper's." in report
+    assert "--dataset mnist --results on-mnist/results" in report
+    capsys.readouterr()
+    assert main([*args, "--out", "on-fashion", "--results", "on-mnist/results"]) == 1
+    assert "run on mnist, not fashion-mnist" in capsys.readouterr().err
+    assert main(["study", "correlated", "--budget", "quick", "--dataset", "mnist",
+                 "--out", "corr", "--no-progress"]) == 1
+    assert "trains on an image dataset" in capsys.readouterr().err

@@ -28,10 +28,15 @@ if TYPE_CHECKING:
     from async_coagents.study.runner import StudyPlan
 
 __all__ = ["ACCURACY_HEAD", "ACCURACY_NOTE", "REPORT", "VERDICTS", "Report", "accuracy_cells",
-           "compare", "draw_curve", "draw_entropy_sparsity",
+           "compare", "draw_curve", "draw_entropy_sparsity", "legend",
            "new_figure", "p_value", "shown", "verdict_word", "write_report"]
 
 REPORT = "report.md"
+#: How a report names the datasets of its runs.
+DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST (the paper used MNIST; `--dataset mnist` runs "
+                                  "the study on it)",
+                 "mnist": "MNIST, the paper's", "multiplexer": "the multiplexer (generated)",
+                 "correlated": "the paper's correlated stream (generated)"}
 VERDICTS = "verdicts.json"
 VERDICT_WORDS = ("reproduced", "partly reproduced", "not reproduced", "not tested yet")
 
@@ -88,6 +93,8 @@ class Report:
         parts = ["coagents study", plan.study.name, "--budget", plan.budget.name]
         if plan.seeds != plan.budget.seeds:
             parts += ["--seeds", str(plan.seeds)]
+        if plan.dataset is not None:
+            parts += ["--dataset", plan.dataset]
         parts += ["--results", _shown_path(plan.results)]
         return " ".join(parts)
 
@@ -128,6 +135,11 @@ def _budget_lines(report: Report) -> None:
         f"Wall time on this machine: {seconds:,.0f} s ({seconds / 3600:.2f} h) over "
         f"{len(sessions)} session(s) of `coagents study` "
         f"({', '.join(sorted({s.get('executor', '?') for s in sessions})) or 'none'}).")
+    datasets = sorted({str(a.config.get("data", {}).get("dataset")) for a in data.arms.values()
+                       if a.config})
+    if datasets:
+        report.text("Dataset of the recorded runs: " + ", ".join(
+            DATASET_NAMES.get(d, d) for d in datasets) + ".")
     if left:
         report.text(f"**Incomplete:** {left} run(s) of {plan.seeds} seed(s) per arm are not "
                     "recorded yet; the same command continues the study.")
@@ -205,6 +217,12 @@ def draw_curve(ax: Axes, arm: ArmData, column: str, label: str, *, scale: float 
     if se is not None:
         ax.fill_between(arm.steps, mean - se, mean + se, color=line.get_color(), alpha=0.25,
                         lw=0)
+
+
+def legend(ax: Axes, **options) -> None:
+    """The legend of ``ax``, when it has a labelled line (a panel of unrecorded arms has none)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**options)
 
 
 def draw_entropy_sparsity(ax: Axes, arm: ArmData, title: str) -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from async_coagents.data.datasets import IDX_DATASETS
 from async_coagents.errors import ConfigError
 from async_coagents.experiment import config as cfg
 from async_coagents.experiment.rundir import write_json
@@ -34,13 +35,19 @@ RUNS = "runs"
 
 class StudyPlan:
     """A study at a budget with ``seeds`` seeds per arm, its output directory and its compact
-    results; ``only`` (shell patterns of arm names) restricts what runs, not what is reported."""
+    results; ``only`` (shell patterns of arm names) restricts what runs, not what is reported;
+    ``dataset`` (an IDX dataset, e.g. ``mnist``) replaces the image dataset of every arm that
+    trains on one (the shipped studies train on Fashion-MNIST, the paper on MNIST)."""
 
     def __init__(self, study: Study, budget: Budget, out: str | Path, *,
                  results: str | Path | None = None, seeds: int | None = None,
-                 only: list[str] | None = None) -> None:
+                 only: list[str] | None = None, dataset: str | None = None) -> None:
         if seeds is not None and seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+        if dataset is not None and dataset not in IDX_DATASETS:
+            raise ConfigError(f"--dataset must be one of {', '.join(IDX_DATASETS)} (the image "
+                              f"datasets a study's arms can train on), got {dataset!r}")
+        self.dataset = dataset
         self.study, self.budget = study, budget
         self.seeds = budget.seeds if seeds is None else seeds
         self.out = Path(out)
@@ -75,16 +82,24 @@ class StudyPlan:
 
     def runs(self, missing: list[tuple[Arm, list[int]]]) -> list[tuple[dict, dict]]:
         """The validated configs of the missing runs (``[(config, point), ...]``)."""
-        runs = []
+        runs, swapped = [], False
         for arm, seeds in missing:
             overrides = {**arm.settings, **self.budget.settings, "run.seed": str(seeds)}
             if self.study.replicas > 1:
                 overrides["sweep.replicas"] = self.study.replicas
             try:
                 loaded = cfg.load(arm.config, [f"{k}={v}" for k, v in overrides.items()])
+                if self.dataset is not None and loaded[0][0]["data"]["dataset"] in IDX_DATASETS:
+                    overrides["data.dataset"] = f'"{self.dataset}"'
+                    swapped = True
+                    loaded = cfg.load(arm.config, [f"{k}={v}" for k, v in overrides.items()])
             except ConfigError as exc:
                 raise ConfigError(f"study {self.study.name}, arm {arm.name}: {exc}") from None
             runs += [({**config, "name": self.run_name(arm)}, point) for config, point in loaded]
+        if self.dataset is not None and missing and not swapped:
+            raise ConfigError(f"--dataset {self.dataset}: no arm of study {self.study.name} "
+                              f"({', '.join(arm.name for arm, _ in missing)}) trains on an image "
+                              "dataset")
         return runs
 
     # ---- the study directory ------------------------------------------------------------------
@@ -93,7 +108,7 @@ class StudyPlan:
         this budget (the number of seeds may grow from one command to the next: each seed is a
         run of its own)."""
         manifest = self.out / "study.json"
-        mine = {"study": self.study.name, "budget": self.budget.name}
+        mine = {"study": self.study.name, "budget": self.budget.name, "dataset": self.dataset}
         if manifest.exists():
             try:
                 theirs = json.loads(manifest.read_text(encoding="utf-8"))
@@ -102,14 +117,35 @@ class StudyPlan:
             if {k: theirs.get(k) for k in mine} != mine:
                 raise ConfigError(
                     f"{self.out} holds study {theirs.get('study')!r} at budget "
-                    f"{theirs.get('budget')!r}, not {mine['study']!r} at {mine['budget']!r}: "
-                    "choose another --out")
+                    f"{theirs.get('budget')!r} (dataset "
+                    f"{theirs.get('dataset') or 'as shipped'}), "
+                    f"not {mine['study']!r} at {mine['budget']!r} (dataset "
+                    f"{self.dataset or 'as shipped'}): choose another --out")
             return
         if self.out.exists() and any(self.out.iterdir()):
             raise ConfigError(f"{self.out} is not empty and is not a study directory (no "
                               "study.json): choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(manifest, mine)
+
+    def check_results(self) -> None:
+        """Refuse compact results whose image arms ran on another dataset than this plan's would
+        (a study on MNIST keeps its own ``--results``, apart from the Fashion-MNIST one)."""
+        for arm in self.arms:
+            path = self.results / arm.name / compact.CONFIG
+            if not path.exists():
+                continue
+            try:
+                recorded = json.loads(path.read_text(encoding="utf-8"))["data"]["dataset"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(f"{path} cannot be read: {exc}") from None
+            if recorded not in IDX_DATASETS:
+                continue
+            wanted = self.dataset or cfg.load(arm.config, [
+                f"{k}={v}" for k, v in arm.settings.items()])[0][0]["data"]["dataset"]
+            if recorded != wanted:
+                raise ConfigError(f"{self.results} holds arm {arm.name} run on {recorded}, not "
+                                  f"{wanted}: give each dataset's study its own --results")
 
     def sessions(self) -> list[Sweep]:
         """The sweeps of earlier sessions in this study directory, oldest first."""
@@ -170,6 +206,7 @@ def run_study(plan: StudyPlan, run_sweep: Callable[[Sweep], int], *, executor: s
     from async_coagents.study.report import write_report
 
     plan.check_out()
+    plan.check_results()
     sweeps = plan.sessions()
     plan.harvest(sweeps)
     missing = plan.missing()

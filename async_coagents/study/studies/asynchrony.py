@@ -21,7 +21,15 @@ from typing import ClassVar
 import numpy as np
 
 from async_coagents.experiment.demo import ASYNCHRONY, SETTINGS
-from async_coagents.study.report import Report, compare, draw_curve, new_figure, p_value, shown
+from async_coagents.study.report import (
+    Report,
+    compare,
+    draw_curve,
+    legend,
+    new_figure,
+    p_value,
+    shown,
+)
 from async_coagents.study.spec import Arm, Budget, Study
 
 SIGNIFICANT = 0.05
@@ -67,7 +75,7 @@ class Asynchrony(Study):
                "elsewhere (on this i.i.d. stream, the output of another example); `cap 1` "
                "weights each stale "
                "update by the truncated importance ratio of the current to the behaviour "
-               "policy. Dataset: the multiplexer (generated, every pattern evaluated).")
+               "policy; the greedy evaluation scores every pattern.")
     metrics = ("test_accuracy", "online_accuracy", "prequential_accuracy", "staleness_mean",
                "fired", "importance_mean", "importance_truncated")
     curve_metrics = ("test_accuracy", "online_accuracy", "staleness_mean", "fired",
@@ -151,7 +159,7 @@ class Asynchrony(Study):
             ax.set_xlabel("updates", fontsize=8)
             ax.xaxis.set_major_locator(MaxNLocator(4))
             ax.tick_params(labelsize=7)
-            ax.legend(fontsize=5, loc="lower right")
+            legend(ax, fontsize=5, loc="lower right")
         axes[0].set_ylabel("test accuracy", fontsize=8)
         report.figure("test_accuracy.png", figure,
                       "Greedy test accuracy on the 11-bit multiplexer, mean ± s.e. over seeds")

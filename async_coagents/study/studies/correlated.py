@@ -21,6 +21,7 @@ from async_coagents.study.report import (
     Report,
     compare,
     draw_curve,
+    legend,
     new_figure,
     p_value,
     shown,
@@ -131,7 +132,7 @@ class Correlated(Study):
             ax.tick_params(labelsize=7)
         axes[0].set_ylabel("test MSE", fontsize=8)
         if drawn:
-            axes[0].legend(fontsize=6)
+            legend(axes[0], fontsize=6)
             report.figure(f"test_mse_{section}.png", figure,
                           f"Test MSE, {SECTIONS[section]}: mean ± s.e. over seeds")
 

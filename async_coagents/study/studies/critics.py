@@ -24,6 +24,7 @@ from async_coagents.study.report import (
     compare,
     draw_curve,
     draw_entropy_sparsity,
+    legend,
     new_figure,
     p_value,
     verdict_word,
@@ -61,8 +62,7 @@ class Critics(Study):
                "2^-11, batch 32, greedy evaluation. The paper's claim (§8, claim 3): the "
                "off-policy critic helps, most with discrete units. Our extension, labelled and "
                "outside the verdict: the off-policy credit centred by each layer's own critic at "
-               "its greedy action (`ac-offpolicy-advantage`). Dataset: Fashion-MNIST (the "
-               "paper used MNIST).")
+               "its greedy action (`ac-offpolicy-advantage`).")
     metrics = ("train_accuracy", "test_accuracy", "train_loss", "entropy", "sparsity")
     budgets: ClassVar[dict[str, Budget]] = {
         "paper": Budget("paper", 9, "the paper's 1,000 epochs (1.875 M updates) per run"),
@@ -179,7 +179,7 @@ class Critics(Study):
             ax.set_xlabel("updates", fontsize=8)
             ax.set_ylabel("train accuracy", fontsize=8)
             ax.tick_params(labelsize=7)
-            ax.legend(fontsize=5, loc="lower right")
+            legend(ax, fontsize=5, loc="lower right")
         if drawn:
             report.figure("train_accuracy.png", figure,
                           "Greedy train accuracy, mean ± s.e. over seeds")
@@ -194,6 +194,6 @@ class Critics(Study):
         figure, axes = new_figure(len(names), width=2.6)
         for ax, name in zip(axes, names, strict=True):
             draw_entropy_sparsity(ax, data.arms[name], name)
-        axes[-1].legend(fontsize=5, loc="center right")
+        legend(axes[-1], fontsize=5, loc="center right")
         report.figure("entropy_sparsity.png", figure, "Per-layer mean entropy per unit in nats "
                       "(solid) and sparsity (dotted), mean over seeds")

@@ -18,6 +18,7 @@ from async_coagents.study.report import (
     compare,
     draw_curve,
     draw_entropy_sparsity,
+    legend,
     new_figure,
     p_value,
     verdict_word,
@@ -33,12 +34,12 @@ SIGNIFICANT = 0.05
 
 class FashionDepth(Study):
     name = "fashion-depth"
-    title = "Depth and variance reduction on Fashion-MNIST (§6.3 discrete_compare_all)"
+    title = "Depth and variance reduction (§6.3 discrete_compare_all)"
     summary = ("1 and 2 hidden layers of 64 Bernoulli coagents trained by REINFORCE and by "
                "REINFORCE with the EMA baseline, against straight-through and backprop networks "
                "of the same shape (RMSprop 2^-11, batch 32, greedy evaluation). The paper's claim "
                "(§8, claim 2): on-policy REINFORCE, even with variance reduction, learns "
-               "suboptimal solutions. Dataset: Fashion-MNIST (the paper used MNIST).")
+               "suboptimal solutions.")
     metrics = ("train_accuracy", "test_accuracy", "train_loss", "entropy", "sparsity")
     budgets: ClassVar[dict[str, Budget]] = {
         "paper": Budget("paper", 5, "the paper's 50 epochs (78,150 updates) per run"),
@@ -113,7 +114,7 @@ class FashionDepth(Study):
             ax.set_xlabel("updates", fontsize=8)
             ax.set_ylabel("accuracy", fontsize=8)
             ax.tick_params(labelsize=7)
-        axes[-1].legend(fontsize=6, loc="lower right")
+        legend(axes[-1], fontsize=6, loc="lower right")
         report.figure("accuracy.png", figure, "Train (solid) and test (dashed) accuracy, mean ± "
                       "s.e. over seeds")
 
@@ -127,6 +128,6 @@ class FashionDepth(Study):
             arm = data.arms[f"{learner}-{depth}layer"]
             draw_entropy_sparsity(ax, arm, f"{learner}, {depth} layer(s)")
             draw_curve(ax, arm, "train_accuracy", "train accuracy", colour="black")
-        axes[-1].legend(fontsize=6, loc="center right")
+        legend(axes[-1], fontsize=6, loc="center right")
         report.figure("entropy_sparsity.png", figure, "Per-layer mean entropy per unit in nats "
                       "(solid), sparsity (dotted) and train accuracy (black), mean over seeds")

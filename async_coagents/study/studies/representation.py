@@ -16,7 +16,7 @@ from typing import ClassVar
 import numpy as np
 
 from async_coagents.experiment.results import mean_se
-from async_coagents.study.report import Report, new_figure
+from async_coagents.study.report import Report, legend, new_figure
 from async_coagents.study.spec import Arm, Budget, Study
 
 ACTIONS = (2, 5, 9, 17)
@@ -47,7 +47,7 @@ class Representation(Study):
                "32, greedy evaluation; K in {2, 5, 9, 17}, U in {2, 4, ..., 512}. The statistic "
                "is the paper's: mean train accuracy over the last fifth of training (its last 20 "
                "of 100 epochs). No claim of the paper to test: the thesis calls it a study of "
-               "the policy parameterisation. Dataset: Fashion-MNIST (the paper used MNIST).")
+               "the policy parameterisation.")
     metrics = ("train_accuracy", "test_accuracy", "entropy")
     curve_metrics = ("train_accuracy", "test_accuracy")
     budgets: ClassVar[dict[str, Budget]] = {
@@ -110,7 +110,7 @@ class Representation(Study):
         ax.set_ylabel("train accuracy, last fifth", fontsize=8)
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6)
+        legend(ax, fontsize=6)
         report.figure("units_actions.png", figure,
                       "Mean train accuracy over the last fifth of training against units per "
                       "layer, one line per number of actions K")

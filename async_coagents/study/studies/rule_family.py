@@ -37,6 +37,7 @@ from async_coagents.study.report import (
     accuracy_cells,
     compare,
     draw_curve,
+    legend,
     new_figure,
     p_value,
     shown,
@@ -53,6 +54,7 @@ CHUNG_ARM = "mux20-weight-max-chung"
 CHUNG_EPISODES = 800_000
 #: Chung's optimizer for Weight Maximization on the multiplexer (``config_mp.ini``).
 CHUNG_OPTIMIZER = {"network.optimizer": '"adam"', "network.layer_lr": "[0.01, 0.001, 0.0001]"}
+IMAGE_NAMES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST"}
 COAGENT = {"network.output": '"categorical"', "network.critic_units": 64}
 FASHION = {"network.hidden": "[64, 64]"}
 #: Budget -> (multiplexer run settings, Fashion-MNIST run settings). The multiplexer's greedy
@@ -98,8 +100,7 @@ class RuleFamily(Study):
                "0.01, plus Weight Maximization with Chung's own Adam and per-layer rates "
                "(`weight-max-chung`); the figure is his, the mean reward over every training "
                "episode (2a − 1 of the prequential accuracy a). Fashion-MNIST: hidden 64-64, "
-               "RMSprop 2^-11, batch 32. Datasets: the multiplexer (generated, every pattern "
-               "evaluated) and Fashion-MNIST.")
+               "RMSprop 2^-11, batch 32.")
     metrics = ("prequential_accuracy", "online_accuracy", "test_accuracy", "train_accuracy")
     curve_metrics = ("online_accuracy", "test_accuracy", "train_accuracy")
     replicas = 10
@@ -162,13 +163,15 @@ class RuleFamily(Study):
         axes[0].set_xlabel("episodes", fontsize=8)
         axes[0].set_ylabel("fraction of episodes right since the last evaluation", fontsize=8)
         axes[0].tick_params(labelsize=7)
-        axes[0].legend(fontsize=5, loc="upper left", ncol=2)
+        legend(axes[0], fontsize=5, loc="upper left", ncol=2)
         report.figure("multiplexer.png", figure, f"{task}: the fraction of training "
                       "episodes answered right in each evaluation interval, mean ± s.e. over "
                       "seeds")
 
     def _fashion(self, data, report: Report, arms: list[Arm]) -> None:
-        report.heading("Fashion-MNIST: accuracy at equal budgets")
+        images = IMAGE_NAMES.get(data.arms[arms[0].name].config.get("data", {}).get("dataset"),
+                                 "the image dataset")
+        report.heading(f"{images}: accuracy at equal budgets")
         reference = data.arms.get(f"fashion-{REFERENCE}")
         rows = []
         for arm in arms:
@@ -192,8 +195,8 @@ class RuleFamily(Study):
         axes[0].set_xlabel("updates", fontsize=8)
         axes[0].set_ylabel("greedy train accuracy", fontsize=8)
         axes[0].tick_params(labelsize=7)
-        axes[0].legend(fontsize=5, loc="lower right", ncol=2)
-        report.figure("fashion.png", figure, "Fashion-MNIST: greedy train accuracy, mean ± s.e. "
+        legend(axes[0], fontsize=5, loc="lower right", ncol=2)
+        report.figure("fashion.png", figure, f"{images}: greedy train accuracy, mean ± s.e. "
                       "over seeds")
 
     def _chung_verdict(self, data, report: Report) -> None:
