@@ -64,7 +64,7 @@ LENGTHS: dict[str, tuple[dict, dict]] = {
               {"run.epochs": 50}),
     "short": ({"run.updates": 100_000, "run.eval_every": 25_000}, {"run.epochs": 5}),
     "quick": ({"data.address_bits": 2, "run.updates": 100, "run.eval_every": 50},
-              {"run.epochs": 0, "run.updates": 20, "run.eval_every": 10}),
+              {"run.epochs": 0, "run.updates": 20, "run.eval_every": 20}),
 }
 
 
@@ -112,7 +112,7 @@ class RuleFamily(Study):
                                     "25,000; Fashion-MNIST: 5 epochs per run"),
         "quick": Budget("quick", 2, "a smoke test: the 6-bit multiplexer in place of the 20-bit, "
                                     "100 episodes, evaluated every 50; Fashion-MNIST: 20 "
-                                    "updates, evaluated every 10"),
+                                    "updates, evaluated at the start and the end"),
     }
 
     def arms(self, budget: Budget) -> list[Arm]:
