@@ -156,17 +156,10 @@ class RuleFamily(Study):
                     f"reward against `{REFERENCE}` (RMSprop 0.01, as every other arm). Chung "
                     f"reports {CHUNG_WEIGHT_MAX[0]} ± {CHUNG_WEIGHT_MAX[1]} (std over 10 runs) "
                     f"for Weight Maximization after {CHUNG_EPISODES:,} episodes.")
-        figure, axes = new_figure(1, width=5.0, height=3.2)
-        for i, arm in enumerate(arms):
-            draw_curve(axes[0], data.arms[arm.name], "online_accuracy", arm.labels["learner"],
-                       colour=f"C{i % 10}", linestyle="-" if i < 10 else "--")
-        axes[0].set_xlabel("episodes", fontsize=8)
-        axes[0].set_ylabel("fraction of episodes right since the last evaluation", fontsize=8)
-        axes[0].tick_params(labelsize=7)
-        legend(axes[0], fontsize=5, loc="upper left", ncol=2)
-        report.figure("multiplexer.png", figure, f"{task}: the fraction of training "
-                      "episodes answered right in each evaluation interval, mean ± s.e. over "
-                      "seeds")
+        _every_learner(data, report, arms, "online_accuracy", ("episodes", "fraction of "
+                       "episodes right since the last evaluation"), "upper left",
+                       "multiplexer.png", f"{task}: the fraction of training episodes answered "
+                       "right in each evaluation interval, mean ± s.e. over seeds")
 
     def _fashion(self, data, report: Report, arms: list[Arm]) -> None:
         images = IMAGE_NAMES.get(data.arms[arms[0].name].config.get("data", {}).get("dataset"),
@@ -188,16 +181,9 @@ class RuleFamily(Study):
                     "network learned from it, over the whole run (the sampled class for a "
                     "coagent network). p: Welch's two-sided test of the final train accuracy "
                     f"against `{REFERENCE}`.")
-        figure, axes = new_figure(1, width=5.0, height=3.2)
-        for i, arm in enumerate(arms):
-            draw_curve(axes[0], data.arms[arm.name], "train_accuracy", arm.labels["learner"],
-                       colour=f"C{i % 10}", linestyle="-" if i < 10 else "--")
-        axes[0].set_xlabel("updates", fontsize=8)
-        axes[0].set_ylabel("greedy train accuracy", fontsize=8)
-        axes[0].tick_params(labelsize=7)
-        legend(axes[0], fontsize=5, loc="lower right", ncol=2)
-        report.figure("fashion.png", figure, f"{images}: greedy train accuracy, mean ± s.e. "
-                      "over seeds")
+        _every_learner(data, report, arms, "train_accuracy", ("updates", "greedy train accuracy"),
+                       "lower right", "fashion.png", f"{images}: greedy train accuracy, mean ± "
+                       "s.e. over seeds")
 
     def _chung_verdict(self, data, report: Report) -> None:
         claim = (f"Chung (AAAI 2022): Weight Maximization reaches a mean reward of "
@@ -220,6 +206,21 @@ class RuleFamily(Study):
                        f"Ours with his optimizer: {shown(reward, 3)} over {arm.n} seeds "
                        f"(difference {test.difference:+.3f}, Welch t = {test.t:.2f} against his "
                        f"{mean} ± {sd} over 10 runs, p {p_value(test)}).")
+
+
+def _every_learner(data, report: Report, arms: list[Arm], column: str, labels: tuple[str, str],
+                   where: str, name: str, caption: str) -> None:
+    """One panel of ``column``'s curve for every arm of ``arms`` (x and y ``labels``, the legend
+    at ``where``), saved as ``name``."""
+    figure, axes = new_figure(1, width=5.0, height=3.2)
+    for i, arm in enumerate(arms):
+        draw_curve(axes[0], data.arms[arm.name], column, arm.labels["learner"],
+                   colour=f"C{i % 10}", linestyle="-" if i < 10 else "--")
+    axes[0].set_xlabel(labels[0], fontsize=8)
+    axes[0].set_ylabel(labels[1], fontsize=8)
+    axes[0].tick_params(labelsize=7)
+    legend(axes[0], fontsize=5, loc=where, ncol=2)
+    report.figure(name, figure, caption)
 
 
 def _reward(arm) -> np.ndarray:
