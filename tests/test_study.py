@@ -147,3 +147,4 @@ def test_a_study_runs_on_mnist_with_its_own_results(tmp_path, monkeypatch, fashi
     assert main(["study", "correlated", "--budget", "quick", "--dataset", "mnist",
                  "--out", "corr", "--no-progress"]) == 1
     assert "trains on an image dataset" in capsys.readouterr().err
+    assert not (tmp_path / "corr").exists()  # refused before anything is written

@@ -57,6 +57,10 @@ class StudyPlan:
         if len(set(names)) != len(names):
             raise ConfigError(f"study {study.name}: arm names repeat: {names}")
         self.by_run_name = {self.run_name(a): a for a in self.arms}
+        if dataset is not None and not any(shipped_dataset(a) in IDX_DATASETS
+                                           for a in self.arms):
+            raise ConfigError(f"--dataset {dataset}: no arm of study {study.name} trains on an "
+                              "image dataset")
         self.only = list(only or [])
         unmatched = [p for p in self.only if not any(fnmatch.fnmatchcase(n, p) for n in names)]
         if unmatched:
@@ -82,7 +86,7 @@ class StudyPlan:
 
     def runs(self, missing: list[tuple[Arm, list[int]]]) -> list[tuple[dict, dict]]:
         """The validated configs of the missing runs (``[(config, point), ...]``)."""
-        runs, swapped = [], False
+        runs = []
         for arm, seeds in missing:
             overrides = {**arm.settings, **self.budget.settings, "run.seed": str(seeds)}
             if self.study.replicas > 1:
@@ -91,15 +95,10 @@ class StudyPlan:
                 loaded = cfg.load(arm.config, [f"{k}={v}" for k, v in overrides.items()])
                 if self.dataset is not None and loaded[0][0]["data"]["dataset"] in IDX_DATASETS:
                     overrides["data.dataset"] = f'"{self.dataset}"'
-                    swapped = True
                     loaded = cfg.load(arm.config, [f"{k}={v}" for k, v in overrides.items()])
             except ConfigError as exc:
                 raise ConfigError(f"study {self.study.name}, arm {arm.name}: {exc}") from None
             runs += [({**config, "name": self.run_name(arm)}, point) for config, point in loaded]
-        if self.dataset is not None and missing and not swapped:
-            raise ConfigError(f"--dataset {self.dataset}: no arm of study {self.study.name} "
-                              f"({', '.join(arm.name for arm, _ in missing)}) trains on an image "
-                              "dataset")
         return runs
 
     # ---- the study directory ------------------------------------------------------------------
@@ -141,8 +140,7 @@ class StudyPlan:
                 raise ConfigError(f"{path} cannot be read: {exc}") from None
             if recorded not in IDX_DATASETS:
                 continue
-            wanted = self.dataset or cfg.load(arm.config, [
-                f"{k}={v}" for k, v in arm.settings.items()])[0][0]["data"]["dataset"]
+            wanted = self.dataset or shipped_dataset(arm)
             if recorded != wanted:
                 raise ConfigError(f"{self.results} holds arm {arm.name} run on {recorded}, not "
                                   f"{wanted}: give each dataset's study its own --results")
@@ -197,6 +195,12 @@ class StudyPlan:
             "runs_recorded": runs, "executor": executor})
         self.results.mkdir(parents=True, exist_ok=True)
         write_json(path, meta)
+
+
+def shipped_dataset(arm: Arm) -> str:
+    """The dataset ``arm`` trains on as the study ships it."""
+    config = cfg.load(arm.config, [f"{k}={v}" for k, v in arm.settings.items()])[0][0]
+    return config["data"]["dataset"]
 
 
 def run_study(plan: StudyPlan, run_sweep: Callable[[Sweep], int], *, executor: str = "local",
