@@ -48,6 +48,7 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "layer-baseline": ("quickstart", ["network.rule=layer-baseline", *_MUX]),
     "ac": ("quickstart", ["network.rule=ac", *_CRITIC]),
     "ac-offpolicy": ("quickstart", ["network.rule=ac-offpolicy", *_CRITIC]),
+    "ac-offpolicy-advantage": ("quickstart", ["network.rule=ac-offpolicy-advantage", *_CRITIC]),
     "ac-mc": ("quickstart", ["network.rule=ac-mc", *_CRITIC]),
     "ac-reinforce": ("quickstart", ["network.rule=ac-reinforce", "network.reinforce_updates=50",
                                     *_CRITIC]),
