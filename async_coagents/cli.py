@@ -1,5 +1,5 @@
-"""The ``coagents`` command line: train, resume, eval, plot, table, configs, datasets, bench, demo,
-diagnose.
+"""The ``coagents`` command line: train, resume, replay, eval, plot, table, configs, datasets,
+bench, demo, diagnose, study.
 
 Imports are made inside each command, so ``coagents --help`` is instant and ``coagents bench`` can
 pin numpy to one thread before numpy is loaded.
@@ -92,6 +92,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true",
                    help="log lines instead of a progress bar")
     p.set_defaults(handler=_resume)
+
+    p = sub.add_parser("replay", help="rerun a free-running Ray run (backend.schedule = free) "
+                                      "in its recorded message order, deterministically, and "
+                                      "compare: the same final weights, bit for bit")
+    p.add_argument("run_dir", help="the free run's directory (a completed run)")
+    p.add_argument("--out", help="the replay's run directory (default RUN_DIR-replay)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="where the replay runs (default local: in this process)")
+    p.add_argument("--data-dir", help="where to look for dataset files first")
+    p.add_argument("--no-progress", action="store_true",
+                   help="log lines instead of a progress bar")
+    p.set_defaults(handler=_replay)
 
     p = sub.add_parser("eval", help="evaluate the last checkpoint of a run (greedy)")
     p.add_argument("run_dir", help="the run directory")
@@ -322,6 +334,19 @@ def _resume(args) -> int:
     return _one_run(Path(args.run_dir), lambda: resume(args.run_dir, progress=progress,
                                                        address=args.address,
                                                        data_dir=args.data_dir))
+
+
+def _replay(args) -> int:
+    from async_coagents.experiment.replay import replay
+
+    result = replay(args.run_dir, args.out, backend=args.backend,
+                    progress=False if args.no_progress else None, data_dir=args.data_dir)
+    print(_summary_line(result["out"], result["summary"]))
+    same = result["same_weights"] and result["same_metrics"]
+    print(f"the replay ends {'with' if result['same_weights'] else 'WITHOUT'} the free run's final "
+          f"weights, bit for bit, and {'the same' if result['same_metrics'] else 'DIFFERENT'} "
+          "metrics rows (timings aside)")
+    return 0 if same else 1
 
 
 def _one_run(path: Path, run) -> int:

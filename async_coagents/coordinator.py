@@ -147,12 +147,7 @@ class Coordinator:
         done: list[Completed] = []
         while len(self.inflight) >= self.window:
             self._deliver(self.inflight.popleft(), range(self.n_layers), done)
-        if self.input_baseline is not None:
-            self.input_baseline.forward(sid, x)
-        h = x
-        for layer in range(self.n_layers):
-            h = self.transport.forward(layer, sid, h)
-        self.inflight.append(InFlight(sid, self.forwards, h, labels, x.shape[-2]))
+        self._forward(sid, x, labels)
         for batch in list(self.inflight):  # oldest first; each batch's due layers top-down
             due = [i for i, d in enumerate(self.delays) if batch.index + d <= self.forwards]
             if not due:
@@ -164,6 +159,19 @@ class Coordinator:
             self.inflight.popleft()
         self.forwards += 1
         return done
+
+    def _forward(self, sid: int, x: np.ndarray, labels: np.ndarray) -> Any:
+        """Send batch ``sid`` up through every layer (the input baseline first) and put it in
+        flight; returns the handle of the first layer's output."""
+        if self.input_baseline is not None:
+            self.input_baseline.forward(sid, x)
+        h = first = x
+        for layer in range(self.n_layers):
+            h = self.transport.forward(layer, sid, h)
+            if layer == 0:
+                first = h
+        self.inflight.append(InFlight(sid, self.forwards, h, labels, x.shape[-2]))
+        return first
 
     def finish(self) -> list[Completed]:
         """Deliver every reward still in flight (end of the stream)."""

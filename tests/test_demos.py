@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from async_coagents.cli import main
-from async_coagents.experiment.demo import ASYNCHRONY, run_demo
+from async_coagents.experiment.demo import ASYNCHRONY, FREE, run_demo
 
 DEMOS = Path(__file__).resolve().parent.parent / "demos"
 
@@ -120,3 +120,11 @@ def test_asynchrony_section_on_ray_equals_local_for_every_setting(tmp_path):
         assert rows[label, "ray"][:-1] == _expected_cells(ray_dir), label
         assert _expected_cells(tmp_path / "demo" / "asynchrony" / f"{name}-local-40") == \
             rows[label, "ray"][:-1]
+    # the free-running Ray run, and its recorded order replayed in process to the same end
+    label, name, _ = FREE
+    free = {line[28:36].strip(): line[36:].split() for line in lines
+            if line[:28].strip() == label}
+    assert set(free) == {"free", "replay"}
+    assert free["replay"][-1] == "yes"
+    assert free["free"] == _expected_cells(tmp_path / "demo" / "asynchrony" / f"{name}-ray")
+    assert any(line.startswith("free row: Ray with backend.schedule") for line in lines)

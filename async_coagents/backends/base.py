@@ -16,14 +16,21 @@ an agent that is behind.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
-from async_coagents.coordinator import Completed, Coordinator, Reward
+from async_coagents.backends.free_running import make_coordinator
+from async_coagents.coordinator import Completed, Reward
 from async_coagents.core.metrics import LayerActivity, evaluate_with
 from async_coagents.core.network import Network
 from async_coagents.core.pretraining import copy_pretrained, switch_to_sgd
+
+
+def schedule_of(backend: dict) -> dict:
+    """The schedule keys of a ``backend`` config section (those it has)."""
+    return {key: backend[key] for key in ("schedule", "free_rate", "replay") if key in backend}
 
 
 class Transport:
@@ -82,13 +89,26 @@ class Transport:
     def fetch(self, handle: Any) -> np.ndarray:
         raise NotImplementedError
 
+    def ready(self, handle: Any) -> bool:
+        """Whether the reply behind ``handle`` has arrived (in process: always)."""
+        return True
+
+    def wait(self, handles: list, timeout: float) -> None:
+        """Return when one of ``handles`` has its reply, or after ``timeout`` seconds (in
+        process every reply is there: only waiting for nothing takes time)."""
+        if not handles:
+            time.sleep(timeout)
+
     def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, list[LayerActivity]]:
         """Greedy prediction and each hidden layer's activity, as ``Network.measure``."""
         raise NotImplementedError
 
 
 class CoordinatedBackend:
-    """One network driven by a :class:`Coordinator` over ``transport``.
+    """One network driven by a coordinator over ``transport``: the ordered
+    :class:`~async_coagents.coordinator.Coordinator`, or the free-running or replaying one that
+    ``schedule`` (``{"schedule": ..., "free_rate": ..., "replay": ...}`` as in ``backend.*``)
+    names (``backends/free_running.py``; ``schedule_path``: where a free run records its order).
 
     ``network`` is the driver's copy of the agents: the agents themselves (local) or a mirror
     refreshed from where they run by :meth:`_pull` and sent back by :meth:`_push` (Ray).
@@ -97,12 +117,13 @@ class CoordinatedBackend:
     name = "base"
 
     def __init__(self, network: Network, transport: Transport, *, window: int = 1,
-                 reward_delay: int = 0) -> None:
+                 reward_delay: int = 0, schedule: dict | None = None,
+                 schedule_path: str | None = None) -> None:
         self.network = network
         self.transport = transport
-        self.coordinator = Coordinator(transport, network.objective,
-                                       input_baseline=network.input_baseline, window=window,
-                                       reward_delay=reward_delay, replicas=network.replicas)
+        self.coordinator = make_coordinator(
+            transport, network, {"window": window, "reward_delay": reward_delay, **(schedule or {})},
+            schedule_path)
 
     # ---- what a backend implements ------------------------------------------------------------
     def _settle(self) -> None:
@@ -191,8 +212,12 @@ class CoordinatedBackend:
         return self._non_finite()
 
     def describe(self) -> dict:
-        """Where the agents run."""
-        return {"backend": self.name, "placement": self._placement()}
+        """Where the agents run (and, for a free-running or replayed schedule, what it was)."""
+        return {"backend": self.name, "placement": self._placement(), **self._schedule()}
+
+    def _schedule(self) -> dict:
+        describe = getattr(self.coordinator, "describe", None)
+        return {"schedule": describe()} if describe is not None else {}
 
     def load_pretrained(self, twin: Network, lr_divisor: float = 128.0) -> None:
         """The §5.4 switch: take the backprop twin's weights, then plain SGD with lr / 128.

@@ -46,6 +46,7 @@ class LocalBackend(CoordinatedBackend):
 
     name = "local"
 
-    def __init__(self, network: Network, *, window: int = 1, reward_delay: int = 0) -> None:
+    def __init__(self, network: Network, *, window: int = 1, reward_delay: int = 0,
+                 schedule: dict | None = None, schedule_path: str | None = None) -> None:
         super().__init__(network, LocalTransport(network), window=window,
-                         reward_delay=reward_delay)
+                         reward_delay=reward_delay, schedule=schedule, schedule_path=schedule_path)

@@ -54,7 +54,7 @@ from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayT
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from async_coagents.backends import ray_env
-from async_coagents.backends.base import CoordinatedBackend, Transport
+from async_coagents.backends.base import CoordinatedBackend, Transport, schedule_of
 from async_coagents.backends.replay_log import Message, ReplayLog, nbytes_of
 from async_coagents.checkpoint import load_checkpoint, save_checkpoint
 from async_coagents.coordinator import Completed, Reward
@@ -327,6 +327,13 @@ def _same(a: Any, b: Any) -> bool:
 _MISSING = object()
 
 
+def _waiting(handle) -> list:
+    """The references of a forward's replies the driver has no copy of."""
+    if isinstance(handle, np.ndarray):
+        return []
+    return [message.out for message in handle if message.value is None]
+
+
 class Forward(list):
     """The coordinator's handle of one forward: its messages, one per actor of the layer (their
     replies are the layer's output, side by side)."""
@@ -509,6 +516,21 @@ class RayTransport(Transport):
         if isinstance(handle, np.ndarray):
             return handle
         return _join(tuple(self._replies(handle)))
+
+    def ready(self, handle) -> bool:
+        """Whether every reply of a forward has arrived (or failed: fetching it then recovers)."""
+        refs = _waiting(handle)
+        if not refs:
+            return True
+        done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        return len(done) == len(refs)
+
+    def wait(self, handles: list, timeout: float) -> None:
+        refs = [ref for handle in handles for ref in _waiting(handle)]
+        if refs:
+            ray.wait(refs, num_returns=1, timeout=timeout, fetch_local=False)
+        else:
+            time.sleep(timeout)
 
     def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, list[LayerActivity]]:
         def attempt():
@@ -909,7 +931,8 @@ class RayBackend(CoordinatedBackend):
 
     name = "ray"
 
-    def __init__(self, network: Network, backend: dict, *, agent_dir: str | None = None) -> None:
+    def __init__(self, network: Network, backend: dict, *, agent_dir: str | None = None,
+                 schedule_path: str | None = None) -> None:
         resources = backend.get("node_resources", [])
         if backend.get("placement") == "resources" and len(resources) != len(network.layers):
             raise ConfigError(f"backend.node_resources needs one resource name per layer "
@@ -917,13 +940,14 @@ class RayBackend(CoordinatedBackend):
         self.started_ray = connect(backend.get("address", ""))
         quiet_fault_lines()
         try:
-            self._start(network, backend, agent_dir)
+            self._start(network, backend, agent_dir, schedule_path)
         except BaseException:
             if self.started_ray:  # nothing of this run is left running
                 disconnect()
             raise
 
-    def _start(self, network: Network, backend: dict, agent_dir: str | None) -> None:
+    def _start(self, network: Network, backend: dict, agent_dir: str | None,
+               schedule_path: str | None) -> None:
         """Check that the cluster can place every layer actor, then create them all."""
         placement = backend.get("placement", "default")
         resources = backend.get("node_resources", [])
@@ -958,7 +982,8 @@ class RayBackend(CoordinatedBackend):
             recovery=bool(agent_dir and restarts), probe_every=probe_every(
                 checkpoint_every, backend["window"]))
         super().__init__(network, transport, window=backend["window"],
-                         reward_delay=backend["reward_delay"])
+                         reward_delay=backend["reward_delay"], schedule=schedule_of(backend),
+                         schedule_path=schedule_path)
 
     def finish(self) -> list[Completed]:
         done = super().finish()
@@ -973,7 +998,8 @@ class RayBackend(CoordinatedBackend):
                               for info in self.transport.infos()],
                 "recovery": self.transport.recovery_report(),
                 "replay_log": {**self.transport.log.stats(),
-                               "probe_every": self.transport.probe_every}}
+                               "probe_every": self.transport.probe_every},
+                **self._schedule()}
 
     def _reports(self) -> list[dict]:
         return self.transport.at_current("stats")

@@ -137,6 +137,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
                             "batch t+D: one D for every layer agent, or one per layer agent "
                             "(bottom to top, e.g. its distance from the output); a sweep of "
                             "per-layer delays is a list of lists", minimum=0),
+        "schedule": Key("str", "ordered", "ordered (the coordinator's fixed order of window "
+                        "and reward_delay: deterministic), free (ray: a reward is delivered when "
+                        "its prediction arrives and a batch is forwarded when the first layer took "
+                        "the previous one; not reproducible, the order is recorded) or replay "
+                        "(send a free run's recorded order again: backend.replay)",
+                        choices=("ordered", "free", "replay")),
+        "free_rate": Key("float", 0.0, "schedule = free: batches per second the stream sends; "
+                         "0 = as fast as the first layer takes them", minimum=0),
+        "replay": Key("str", "", "schedule = replay: the recorded schedule to send again (a free "
+                      "run's schedule.ckpt; `coagents replay RUN_DIR` sets it)"),
         "update_every": _key("update_every"),
         "fire": _key("fire"),
         "units_per_actor": _key("units_per_agent"),
@@ -465,6 +475,7 @@ def _check_combinations(config: dict, origin: str) -> None:
     if backend["address"] and backend["kind"] != "ray":
         raise ConfigError(f"{origin}: backend.address ({backend['address']!r}) is for the Ray "
                           f"backend, and backend.kind is {backend['kind']!r}")
+    _check_schedule(backend, config["sweep"]["replicas"], origin)
     longest = max(delays(backend["reward_delay"]))
     if longest >= backend["window"]:
         raise ConfigError(f"{origin}: backend.reward_delay ({backend['reward_delay']}) needs "
@@ -482,6 +493,32 @@ def _check_combinations(config: dict, origin: str) -> None:
     if backend["units_per_actor"] and run["pretrain_updates"]:
         raise ConfigError(f"{origin}: backend.units_per_actor cannot be combined with "
                           "run.pretrain_updates (pre-training copies whole layers)")
+
+
+def _check_schedule(backend: dict, replicas: int, origin: str) -> None:
+    """backend.schedule with the keys it goes with (and runs that are not replicas)."""
+    schedule = backend["schedule"]
+    if schedule != "ordered" and replicas > 1:
+        raise ConfigError(f"{origin}: backend.schedule = {schedule!r} records or replays the "
+                          "message order of one run: set sweep.replicas = 1 (run.replicas trains "
+                          "replicas)")
+    if schedule == "free" and backend["kind"] != "ray":
+        raise ConfigError(f"{origin}: backend.schedule = 'free' runs on the Ray backend (in "
+                          "process every reply is there at once: that is the synchronous "
+                          "schedule); set backend.kind = 'ray'")
+    if schedule != "ordered" and any(delays(backend["reward_delay"])):
+        raise ConfigError(f"{origin}: backend.reward_delay ({backend['reward_delay']}) is the "
+                          f"ordered schedule's; with backend.schedule = {schedule!r} each reward "
+                          "comes when it comes (free) or when it came (replay)")
+    if schedule == "replay" and not backend["replay"]:
+        raise ConfigError(f"{origin}: backend.schedule = 'replay' needs backend.replay, a free "
+                          "run's recorded schedule (coagents replay RUN_DIR sets it)")
+    if schedule != "replay" and backend["replay"]:
+        raise ConfigError(f"{origin}: backend.replay ({backend['replay']!r}) goes with "
+                          f"backend.schedule = 'replay', and it is {schedule!r}")
+    if schedule != "free" and backend["free_rate"]:
+        raise ConfigError(f"{origin}: backend.free_rate goes with backend.schedule = 'free', "
+                          f"and it is {schedule!r}")
 
 
 def _check_network(config: dict, origin: str) -> None:

@@ -20,7 +20,9 @@ coagents, REINFORCE with the EMA baseline, seed 0) and gives one row of a printe
   times a local one) and is compared bit for bit — final weights and every metrics row but the
   timings — with a local run of those updates. Figures (local runs): ``learning_curves.png``,
   ``online_accuracy.png`` (the prequential accuracy of each interval), ``staleness.png``,
-  ``entropy_sparsity.png``.
+  ``entropy_sparsity.png``. With Ray, two rows more: a free-running Ray run (``backend.schedule
+  = "free"``, window 8: rewards delivered when they arrive; its reward delays printed below the
+  table) and its recorded order replayed in process, compared bit for bit with it.
 """
 
 from __future__ import annotations
@@ -30,12 +32,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
-from async_coagents.checkpoint import load_checkpoint
 from async_coagents.errors import ConfigError
 from async_coagents.experiment import config as cfg
 from async_coagents.experiment.plots import make_figures, plot_runs
+from async_coagents.experiment.replay import replay, same_metrics, same_weights
 from async_coagents.experiment.results import load_runs
 from async_coagents.experiment.run import RunDirectory, train
 
@@ -66,14 +66,13 @@ ASYNCHRONY = [
      ["backend.window=32", "backend.reward_delay=31", "network.importance_cap=1.0"]),
 ]
 ASYNCHRONY_BASE = [*BASE, "run.online_metrics=true"]
-FREE_RUNNING = ('free-running Ray (backend.schedule = "free") beside its deterministic replay: '
-                "not built yet")
+#: (label, run name, overrides) of the free-running Ray run, beside its replay in process
+FREE = ("free-running, window 8", "free-w8", ['backend.schedule="free"', "backend.window=8"])
 
 SECTIONS = ("windows", "asynchrony")
 UPDATES = {"windows": 4000, "asynchrony": 4000}  # default updates per setting
 RAY_UPDATES = 500  # default updates of an asynchrony setting on Ray
 QUICK = {"updates": 300, "ray_updates": 100, "eval_every": 50}  # --quick (the tests)
-TIMINGS = ("wall_s", "samples_per_s")  # the metrics that differ between two equal runs
 
 
 def train_setting(out: Path, name: str, overrides: Sequence[str], backend: str, updates: int,
@@ -101,19 +100,6 @@ def run_setting(out: Path, label: str, window: int, delay: int, clocks: list[int
     return {"label": label, "backend": backend, "dir": directory,
             "accuracy": last["test_accuracy"], "staleness": staleness,
             "samples_per_s": summary["samples_per_s"], "seconds": time.perf_counter() - start}
-
-
-def same_weights(a: Path, b: Path) -> bool:
-    layers = [load_checkpoint(d / "checkpoint.ckpt", kind="run")["backend"]["network"]["layers"]
-              for d in (a, b)]
-    return all(np.array_equal(x["params"], y["params"]) for x, y in zip(*layers, strict=True))
-
-
-def same_metrics(a: Path, b: Path) -> bool:
-    """Whether two runs wrote the same metrics rows, but for their timings."""
-    rows = [[{k: v for k, v in row.items() if k not in TIMINGS} for row in RunDirectory(d).metrics()]
-            for d in (a, b)]
-    return rows[0] == rows[1]
 
 
 def _over_run(rows: list[dict], column: str) -> list[float | None] | None:
@@ -168,7 +154,23 @@ def run_asynchrony(out: Path, updates: int, ray: bool, ray_updates: int,
         rows.append({"label": label, "backend": "ray", "dir": remote, "twin": twin,
                      "same_as_local": same_weights(twin, remote) and same_metrics(twin, remote),
                      **read_asynchrony_row(remote)})
+    if ray:
+        rows.extend(run_free(out, min(updates, ray_updates), base))
     return rows
+
+
+def run_free(out: Path, updates: int, base: Sequence[str]) -> list[dict]:
+    """The free-running Ray run and its deterministic replay in process: two rows, the replay's
+    ``same_as_local`` saying whether it ended with the free run's weights and metrics."""
+    label, name, overrides = FREE
+    free = train_setting(out, f"{name}-ray", overrides, "ray", updates, base)
+    replayed = replay(free, out / f"{name}-replay")
+    schedule = RunDirectory(free).summary()["schedule"]
+    return [{"label": label, "backend": "free", "dir": free, "schedule": schedule,
+             **read_asynchrony_row(free)},
+            {"label": label, "backend": "replay", "dir": replayed["out"],
+             "same_as_local": replayed["same_weights"] and replayed["same_metrics"],
+             **read_asynchrony_row(replayed["out"])}]
 
 
 def _per_agent(values: list[float | None] | None, digits: int) -> str:
@@ -194,7 +196,17 @@ def asynchrony_table(rows: list[dict]) -> list[str]:
     if any(row["backend"] == "ray" for row in rows):
         lines.append("ray rows: a shorter run of each setting, compared bit for bit (weights and "
                      "metrics but timings) with a local run of as many updates")
-    lines.append(FREE_RUNNING)
+    for row in rows:
+        if row["backend"] == "free":
+            schedule = row["schedule"]
+            histogram = ", ".join(f"{d}: {n}" for d, n in schedule["delay_histogram"].items())
+            lines.append(f"free row: Ray with backend.schedule = \"free\" (not reproducible); "
+                         f"the reward delays (forwards) its layers saw: mean "
+                         f"{schedule['delay_mean']:.2f}, max {schedule['delay_max']}, batches "
+                         f"per delay {{{histogram}}}; the replay row reruns its recorded order "
+                         f"in process (coagents replay), compared bit for bit with it")
+    if not any(row["backend"] == "free" for row in rows):
+        lines.append('free-running Ray (backend.schedule = "free") and its replay: run with Ray')
     return lines
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from async_coagents import __version__
+from async_coagents.backends.base import schedule_of
+from async_coagents.backends.free_running import SCHEDULE_FILE
 from async_coagents.backends.local import LocalBackend
 from async_coagents.checkpoint import save_checkpoint
 from async_coagents.core.metrics import LAYER_METRICS, evaluate
@@ -397,7 +399,7 @@ def build_phases(config: dict, spec, network: Network, seed, run_dir: Path, upda
     pretraining = None
     if pretrain_updates:
         synchronous = {**config, "backend": {**config["backend"], "window": 1,
-                                             "reward_delay": 0}}
+                                             "reward_delay": 0, "schedule": "ordered"}}
         pretraining = Pretraining(
             build_network(spec.pretraining_twin(), seed),
             lambda twin, agents: make_backend(synchronous, twin, run_dir, agents))
@@ -409,8 +411,10 @@ def make_backend(config: dict, network: Network, run_dir: Path, agents: str = "a
     ``backend.checkpoint_dir`` or ``run_dir/agents`` (``agents``: that subdirectory of the run
     directory, or of ``checkpoint_dir`` past its first part, e.g. ``agents/pretrain``)."""
     backend = config["backend"]
+    schedule_path = str(Path(run_dir) / SCHEDULE_FILE)  # a free run's recorded message order
     if backend["kind"] == "local":
-        return LocalBackend(network, window=backend["window"], reward_delay=backend["reward_delay"])
+        return LocalBackend(network, window=backend["window"], reward_delay=backend["reward_delay"],
+                            schedule=schedule_of(backend), schedule_path=schedule_path)
     from async_coagents.backends import ray_env
 
     ray_env.prepare(backend["address"])  # before ray is imported: it reads the auth mode then
@@ -420,7 +424,7 @@ def make_backend(config: dict, network: Network, run_dir: Path, agents: str = "a
         agent_dir = Path(backend["checkpoint_dir"]).joinpath(*Path(agents).parts[1:])
     else:
         agent_dir = Path(run_dir) / agents
-    return RayBackend(network, backend, agent_dir=str(agent_dir))
+    return RayBackend(network, backend, agent_dir=str(agent_dir), schedule_path=schedule_path)
 
 
 def read_run_checkpoint(directory: RunDirectory, config: dict,
