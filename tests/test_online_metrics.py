@@ -80,3 +80,81 @@ def test_resume_rewrites_the_blocks_bit_for_bit(tmp_path):
     resume(tmp_path / "split", progress=False)
     assert ((tmp_path / "whole" / "blocks.jsonl").read_text()
             == (tmp_path / "split" / "blocks.jsonl").read_text())
+
+
+def _correlated(**overrides):
+    from async_coagents.experiment import config as cfg
+
+    sets = [f"{k}={v}" for k, v in {"data.means": 4, "data.segments": 10, "run.eval_every": 20,
+                                    "run.online_metrics": "true", **overrides}.items()]
+    ((config, _),) = cfg.load("correlated-pg-d95", sets)
+    return config
+
+
+def test_a_mean_blocks_test_set_is_drawn_from_that_blocks_distribution():
+    from async_coagents.data import CorrelatedStream
+    from async_coagents.data.tasks import correlated_target
+
+    stream = CorrelatedStream(0.95, means=4, segments=10, batch=32, seed=3)
+    for block in range(4):
+        split = stream.block_test_set(block)
+        x = split.x[:, 0].astype(float)
+        sd = (stream.spec.segment_variance) ** 0.5
+        assert abs(x.mean() - stream.block_means[block]) < 4 * sd / len(x) ** 0.5
+        assert 0.7 < x.var() / sd**2 < 1.3  # chi-square with 255 d.o.f.: far inside
+        assert (split.y == correlated_target(split.x[:, 0])).all()
+        assert (stream.block_test_set(block).x == split.x).all()  # its own fixed stream
+
+
+def test_mean_blocks_record_every_blocks_mse_and_forgetting(tmp_path):
+    from async_coagents.checkpoint import load_checkpoint
+    from async_coagents.core.network import build_network
+    from async_coagents.experiment.workload import build_workload, network_spec
+
+    config = _correlated()
+    train(config, tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "blocks.jsonl").read_text()
+            .splitlines()]
+    assert [r["block"] for r in rows] == [0, 1, 2, 3]
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    after = {}  # each block's MSE just after it was trained
+    for row in rows:
+        mse = {int(j): v for j, v in row["mse"].items()}
+        assert sorted(mse) == list(range(row["block"] + 1))
+        after[row["block"]] = row["block_mse"] = mse[row["block"]]
+        earlier = [j for j in after if j != row["block"]]
+        if not earlier:
+            assert row["forgetting"] is None
+            continue
+        want = sum(mse[j] - after[j] for j in earlier) / len(earlier)
+        assert row["forgetting"] == pytest.approx(want, abs=1e-15)
+        assert row["backward_transfer"] == pytest.approx(-want, abs=1e-15)
+    # the last line is the final network's greedy MSE on each block's own test set
+    workload = build_workload(config)
+    network = build_network(network_spec(config, workload), config["run"]["seed"])
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.ckpt", kind="run")
+    network.load_state_dict(state["backend"]["network"])
+    for j, value in rows[-1]["mse"].items():
+        split = workload.stream.block_test_set(int(j))
+        d = network.measure(split.x)[0][:, 0] - split.y
+        assert value == float((d * d).mean())
+
+
+def test_a_resumed_correlated_run_rewrites_its_blocks_bit_for_bit(tmp_path):
+    config = _correlated()
+    train(config, tmp_path / "whole", progress=False)
+    stopped_run(config, tmp_path / "split", stop_after=25)
+    resume(tmp_path / "split", progress=False)
+    assert ((tmp_path / "whole" / "blocks.jsonl").read_text()
+            == (tmp_path / "split" / "blocks.jsonl").read_text())
+
+
+def test_replicas_refuse_the_mean_block_scores(tmp_path):
+    from async_coagents.experiment import config as cfg
+    from async_coagents.experiment.sweep import Sweep
+
+    runs = cfg.load("correlated-pg-d95", ["data.means=4", "data.segments=10",
+                                          "run.online_metrics=true", "run.replicas=2"])
+    sweep = Sweep.plan(tmp_path / "sweep", runs).run(progress=False)
+    assert all(m.status == "failed" and "set sweep.replicas = 1" in m.error
+               for m in sweep.members)

@@ -31,6 +31,7 @@ class Key(IntEnum):
     UNIFORM_DRAWS = 6
     CLASS_ORDER = 7
     CLASS_DRAWS = 8
+    CORRELATED_BLOCK_TEST = 9
 
 
 def as_seed_sequence(seed: SeedLike) -> np.random.SeedSequence:

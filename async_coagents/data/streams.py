@@ -28,6 +28,7 @@ from async_coagents.data._knobs import (
 from async_coagents.data.datasets import Split
 from async_coagents.data.tasks import (
     CorrelatedSpec,
+    correlated_block_test_set,
     correlated_eval_sets,
     correlated_means,
     correlated_target,
@@ -165,6 +166,16 @@ class CorrelatedStream(Stream):
     def eval_sets(self) -> tuple[Split, Split]:
         """(validation, test): i.i.d. N(0, V) samples of ⌊M·S·B/100⌋ points each, x (n, 1)."""
         return correlated_eval_sets(self.spec, self._seed)
+
+    @property
+    def run_length(self) -> int:
+        """Batches per mean-block (S)."""
+        return self.spec.segments
+
+    def block_test_set(self, block: int) -> Split:
+        """Mean-block ``block``'s own test set (``tasks.correlated_block_test_set``)."""
+        return correlated_block_test_set(self.spec, self._seed, block,
+                                         float(self.block_means[block]))
 
     def _select(self, sid: int, row: int, chunk: tuple[np.ndarray, ...]) -> Batch:
         x, y = chunk  # x (..., chunk, B, 1), y (..., chunk, B)

@@ -137,6 +137,21 @@ def correlated_target(x: np.ndarray) -> np.ndarray:
     return np.sin(2.0 * np.pi * x * x).astype(np.float32)
 
 
+#: Points of each mean-block's own test set (``run.online_metrics`` on the correlated stream).
+BLOCK_TEST_POINTS = 256
+
+
+def correlated_block_test_set(spec: CorrelatedSpec, seed: SeedLike, block: int,
+                              mean: float) -> Split:
+    """Mean-block ``block``'s own test set: ``BLOCK_TEST_POINTS`` i.i.d. x ~ N(m_k, (1 − d)V),
+    what that block's batches are drawn from, with y = sin(2π x²); its own random stream.
+    """
+    z = derive_rng(as_seed_sequence(seed), Key.CORRELATED_BLOCK_TEST, block).standard_normal(
+        (BLOCK_TEST_POINTS, 1))
+    x = (mean + math.sqrt(spec.segment_variance) * z).astype(np.float32)
+    return Split(x=x, y=correlated_target(x[:, 0]))
+
+
 def correlated_eval_sets(spec: CorrelatedSpec, seed: SeedLike) -> tuple[Split, Split]:
     """The validation and test sets: two independent i.i.d. samples from N(0, V).
 

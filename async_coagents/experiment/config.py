@@ -122,7 +122,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                               "accuracy of the run so far and the accuracy since the last row; "
                               "a class-blocked stream also writes blocks.jsonl: per-class test "
                               "accuracy after every block, forgetting (Avalanche) and backward "
-                              "transfer (GEM)"),
+                              "transfer (GEM); the correlated stream the same with each "
+                              "mean-block's own test MSE"),
         "pretrain_updates": Key("int", 0, "backprop pre-training updates, then copy and SGD with "
                                 "lr/128 (§5.4)", minimum=0),
         "diverge_factor": Key("float", 1000.0, "the run stops as diverged at a training loss that "

@@ -21,8 +21,17 @@
   which is its negative. A class the stream visits again (blocks cycle through the classes)
   restarts from its latest block, as Avalanche's metric does.
 
-The correlated stream's mean-blocks are not covered: its evaluation sets mix every block's
-targets, so there is no per-block test set to score (left for a later part).
+* **Mean-blocks** (the correlated stream, §5.3): its evaluation sets mix every block's inputs,
+  so each mean-block k gets its own test set (``tasks.correlated_block_test_set``: 256 points
+  from N(m_k, (1 − d)V), what the block's batches are drawn from). After every block of
+  ``data.segments`` batches the greedy network's MSE on the test set of every block so far goes
+  to ``blocks.jsonl``, with the same two definitions and accuracy replaced by −MSE:
+
+      forgetting = mean_j ( mse_j(now) - mse_j(after block j) )   over the blocks j before now
+      backward_transfer = - forgetting
+
+  (each block is visited once: the means are a random walk, so a neighbouring block's mean is
+  close and "forgetting" measures how far the network moved away from where the stream was).
 """
 
 from __future__ import annotations
@@ -67,6 +76,33 @@ def block_row(step: int, block: int, block_class: int, accuracy: dict[int, float
             "accuracy": {str(c): a for c, a in sorted(accuracy.items())},
             "block_accuracy": accuracy[block_class], "forgetting": lost,
             "backward_transfer": bwt}
+
+
+def block_mse_row(step: int, block: int, mse: dict[int, float], initial: dict[int, float]
+                  ) -> dict:
+    """One line of ``blocks.jsonl`` on the correlated stream; updates ``initial`` (each block's
+    MSE just after it was trained). Forgetting is the rise of the earlier blocks' MSE.
+
+    >>> block_mse_row(20, 1, {0: 0.3, 1: 0.1}, {0: 0.2})["forgetting"]
+    0.09999999999999998
+    """
+    initial[block] = mse[block]
+    fell, rose = forgetting(initial, mse, block)  # mean(initial - now), its negative
+    return {"step": step, "block": block, "mse": {str(j): v for j, v in sorted(mse.items())},
+            "block_mse": mse[block], "forgetting": rose, "backward_transfer": fell}
+
+
+def block_mse(predict, sets: list) -> dict[int, float]:
+    """The greedy MSE on each block's test set (``sets[j]`` of block j), one call to
+    ``predict`` for them all."""
+    x = np.concatenate([split.x for split in sets])
+    predicted = np.asarray(predict(x))[..., 0]
+    out, start = {}, 0
+    for j, split in enumerate(sets):
+        d = predicted[start:start + len(split.y)] - split.y
+        out[j] = float(np.mean(d * d))
+        start += len(split.y)
+    return out
 
 
 def append_block(run_dir: Path, row: dict) -> None:

@@ -153,9 +153,11 @@ class ReplicatedRun:
             if self.record_grad_variance:
                 self.network.record_grad_variance()
         w = self.replicas[0].workload
-        if config["run"]["online_metrics"] and config["data"]["stream"] == "class-blocked":
-            raise ConfigError("run.online_metrics on a class-blocked stream (blocks.jsonl) is "
-                              "written by separate runs only: set sweep.replicas = 1")
+        if config["run"]["online_metrics"] and (config["data"]["stream"] == "class-blocked"
+                                                 or config["data"]["dataset"] == "correlated"):
+            raise ConfigError("run.online_metrics on a class-blocked or correlated stream "
+                              "(blocks.jsonl) is written by separate runs only: set "
+                              "sweep.replicas = 1")
         self.updates, self.eval_every = w.updates, w.eval_every
         self.pretrain_updates = config["run"]["pretrain_updates"]
         agents_dir = self.group_dir / f".agents-{seeds[0]}"  # Ray agents' own checkpoints

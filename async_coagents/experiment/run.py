@@ -25,12 +25,14 @@ from async_coagents.backends.local import LocalBackend
 from async_coagents.checkpoint import save_checkpoint
 from async_coagents.core.metrics import LAYER_METRICS, evaluate
 from async_coagents.core.network import Network, build_network
-from async_coagents.data import ClassBlockedStream
+from async_coagents.data import ClassBlockedStream, CorrelatedStream
 from async_coagents.errors import CheckpointError, ConfigError, DivergedError, ProtocolError
 from async_coagents.experiment.divergence import DivergenceCriterion, reference_loss
 from async_coagents.experiment.footprint import memory_backstop
 from async_coagents.experiment.online import (
     append_block,
+    block_mse,
+    block_mse_row,
     block_row,
     keep_blocks_until,
     per_class_accuracy,
@@ -98,7 +100,8 @@ class Run:
         self.pretrain_updates = config["run"]["pretrain_updates"]
         self.online = config["run"]["online_metrics"]
         stream = self.workload.stream
-        self.blocked = self.online and isinstance(stream, ClassBlockedStream)
+        self.blocked = self.online and isinstance(stream, ClassBlockedStream | CorrelatedStream)
+        self._block_sets: list = []  # the correlated stream's per-block test sets, as reached
         self.backend, self.coagent, self.pretraining = build_phases(
             config, self.spec, self.network, seed, directory.path, self.workload.updates)
         self.state = Counters()
@@ -228,16 +231,24 @@ class Run:
         return row
 
     def _evaluate_block(self) -> None:
-        """A class block just ended: every class's greedy test accuracy, forgetting and backward
-        transfer into ``blocks.jsonl`` (``experiment/online.py``)."""
+        """A block just ended: a class block's per-class greedy test accuracy, or every
+        mean-block's MSE so far on the correlated stream, with forgetting and backward transfer,
+        into ``blocks.jsonl`` (``experiment/online.py``)."""
         if self.phase is not self.coagent:
             return
-        s, stream, test = self.state, self.workload.stream, self.workload.eval_sets["test"]
-        predicted = self.backend.predict(test.x).argmax(axis=-1)
-        accuracy = per_class_accuracy(predicted, test.y, [int(c) for c in stream.class_order])
+        s, stream = self.state, self.workload.stream
+        block = s.updates // stream.run_length - 1
         initial = {int(c): a for c, a in s.block_initial.items()}
-        row = block_row(s.updates, s.updates // stream.run_length - 1,
-                        stream.block_class(s.updates - 1), accuracy, initial)
+        if isinstance(stream, CorrelatedStream):
+            while len(self._block_sets) <= block:
+                self._block_sets.append(stream.block_test_set(len(self._block_sets)))
+            mse = block_mse(self.backend.predict, self._block_sets[:block + 1])
+            row = block_mse_row(s.updates, block, mse, initial)
+        else:
+            test = self.workload.eval_sets["test"]
+            predicted = self.backend.predict(test.x).argmax(axis=-1)
+            accuracy = per_class_accuracy(predicted, test.y, [int(c) for c in stream.class_order])
+            row = block_row(s.updates, block, stream.block_class(s.updates - 1), accuracy, initial)
         s.block_initial = {str(c): a for c, a in initial.items()}
         append_block(self.directory.path, row)
 
