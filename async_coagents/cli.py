@@ -17,6 +17,9 @@ from pathlib import Path
 
 from async_coagents import __version__
 from async_coagents.errors import CoagentsError, ConfigError, DivergedError
+from async_coagents.experiment.sweep_processes import one_blas_thread
+
+one_blas_thread()  # before numpy loads: a run's numbers must not depend on the core count
 
 #: Where `coagents bench --only multiplexer20` keeps its runs unless --out says otherwise.
 MULTIPLEXER20_OUT = "runs/bench-multiplexer20"
@@ -504,10 +507,6 @@ def _multiplexer20(args, run_sweep) -> dict:
 
 
 def _bench(args) -> int:
-    import os
-
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")  # before numpy loads: the engine runs on one core
     from async_coagents.experiment.config import defaults
     from async_coagents.experiment.sweep import execution
 

@@ -17,14 +17,18 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # these pins every x86-64 CPU with AVX2 runs the same code paths (tests/platform.py checks them).
 os.environ.setdefault("NPY_DISABLE_CPU_FEATURES", "X86_V4 AVX512_ICL AVX512_SPR")
 os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+# One BLAS thread, as every `coagents` command runs (a multi-threaded BLAS gives other last bits)
+from async_coagents.experiment.sweep_processes import one_blas_thread
+
+one_blas_thread()
 
 # .ci/run gives the data directory relative to the checkout; tests that change directory (the
 # study's, which run in a temporary one) must still find it.
 if os.environ.get("COAGENTS_DATA_DIR"):
     os.environ["COAGENTS_DATA_DIR"] = os.path.abspath(os.environ["COAGENTS_DATA_DIR"])
 
-from async_coagents.data import load_dataset
-from async_coagents.errors import DataError
+from async_coagents.data import load_dataset  # noqa: E402  (after the pins above)
+from async_coagents.errors import DataError  # noqa: E402
 
 
 def require_dataset(name: str = "fashion-mnist"):

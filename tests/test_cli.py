@@ -73,3 +73,18 @@ def test_an_unknown_option_shows_the_usage_of_its_subcommand(command, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"usage: coagents {command[0]} ")
     assert "unrecognized arguments: --bogus" in err
+
+
+def test_every_command_runs_numpy_on_one_blas_thread_unless_told_otherwise():
+    """A multi-threaded BLAS gives other last bits for large products, so the CLI pins one
+    thread before numpy loads (a user's own setting wins)."""
+    code = ("import async_coagents.cli, os, sys; "
+            "print(os.environ['OPENBLAS_NUM_THREADS'], 'numpy' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in
+           ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["1", "False"]  # set, and before numpy was imported
+    mine = subprocess.run([sys.executable, "-c", code], env={**env, "OPENBLAS_NUM_THREADS": "3"},
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert mine[0] == "3"

@@ -9,8 +9,8 @@ that member from its checkpoint.
 A worker puts itself in a process group of its own, so a Ctrl-C at the terminal reaches only the
 sweep's process, which passes each one on exactly once (:meth:`ProcessExecutor.interrupt`); a
 worker whose sweep process is gone stops itself as at SIGTERM (checkpoint written). Each worker
-limits its BLAS threads to its share of the CPUs (``OPENBLAS_NUM_THREADS`` and friends, unless
-already set), so N workers do not oversubscribe the machine.
+runs numpy's BLAS on one thread (``OPENBLAS_NUM_THREADS`` and friends, unless already set; see
+:func:`one_blas_thread`), so a member's numbers do not depend on ``--jobs``.
 
 This module imports only the standard library at module level: a spawned worker imports it first,
 and must set its thread count before numpy is loaded.
@@ -37,6 +37,17 @@ if TYPE_CHECKING:
 
 #: The environment variables that set the thread count of numpy's BLAS (OpenBLAS, MKL, OpenMP).
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def one_blas_thread() -> None:
+    """One BLAS thread for numpy in this process, unless the environment already says how many;
+    it takes effect only before numpy is imported. A multi-threaded BLAS splits a large matrix
+    product differently, and its last bits differ: a run's numbers would depend on the machine's
+    core count (measured: a 100-update Fashion-MNIST off-policy critic run ends with other
+    weights on two threads than on one), and would differ from the same run on Ray, whose
+    workers Ray gives one thread."""
+    for variable in THREAD_VARIABLES:
+        os.environ.setdefault(variable, "1")
 log = logging.getLogger(__name__)
 
 
@@ -54,7 +65,6 @@ class ProcessExecutor:
         self.data_dir = data_dir
         self.address = address
         self.setup = setup
-        self.threads = max(1, cpus // self.jobs)
         self.context = multiprocessing.get_context("spawn")
         self.workers: dict[multiprocessing.process.BaseProcess, Connection] = {}
         self.outcomes: dict[multiprocessing.process.BaseProcess, list[Outcome]] = {}
@@ -68,7 +78,7 @@ class ProcessExecutor:
         process = self.context.Process(
             target=_worker, name=f"coagents-sweep-{group[0].name}",
             args=(send, [os.path.abspath(t) for t in targets], [m.config for m in group],
-                  self.data_dir, self.address, self.threads, self.setup, os.getpid()))
+                  self.data_dir, self.address, self.setup, os.getpid()))
         process.start()
         send.close()  # the worker holds the sending end: EOF here once it is gone
         self.workers[process] = receive
@@ -153,13 +163,12 @@ def _how_it_ended(exitcode: int | None) -> str:
 
 # ---- in the worker ------------------------------------------------------------------------------
 def _worker(connection: Connection, targets: list[str], configs: list[dict],
-            data_dir: str | None, address: str | None, threads: int, setup: str | None,
+            data_dir: str | None, address: str | None, setup: str | None,
             parent: int) -> None:
     """The body of a worker process: run one group of members and send their outcomes to the
     sweep."""
     os.setpgid(0, 0)  # Ctrl-C at the terminal reaches the sweep only; it passes it on once
-    for variable in THREAD_VARIABLES:
-        os.environ.setdefault(variable, str(threads))  # before numpy is imported
+    one_blas_thread()  # before numpy is imported
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format=f"{Path(targets[0]).name}: %(message)s")
     threading.Thread(target=_stop_when_orphaned, args=(parent,), daemon=True).start()
