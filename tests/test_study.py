@@ -148,3 +148,12 @@ def test_a_study_runs_on_mnist_with_its_own_results(tmp_path, monkeypatch, fashi
                  "--out", "corr", "--no-progress"]) == 1
     assert "trains on an image dataset" in capsys.readouterr().err
     assert not (tmp_path / "corr").exists()  # refused before anything is written
+
+
+def test_results_of_one_budget_are_never_mixed_with_another(tmp_path, capsys):
+    args = ["study", "correlated", "--arms", "short-pg-d0", "--no-progress",
+            "--results", str(tmp_path / "results")]
+    assert main([*args, "--budget", "quick", "--out", str(tmp_path / "quick")]) == 0
+    capsys.readouterr()
+    assert main([*args, "--budget", "paper", "--seeds", "1", "--out", str(tmp_path / "paper")]) == 1
+    assert "holds the runs of budget 'quick', not 'paper'" in capsys.readouterr().err

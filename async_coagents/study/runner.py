@@ -128,8 +128,18 @@ class StudyPlan:
         write_json(manifest, mine)
 
     def check_results(self) -> None:
-        """Refuse compact results whose image arms ran on another dataset than this plan's would
-        (a study on MNIST keeps its own ``--results``, apart from the Fashion-MNIST one)."""
+        """Refuse compact results of another budget (their runs have other lengths), or whose
+        image arms ran on another dataset than this plan's would (a study on MNIST keeps its own
+        ``--results``, apart from the Fashion-MNIST one)."""
+        path = self.results / compact.STUDY
+        if path.exists():
+            try:
+                recorded = json.loads(path.read_text(encoding="utf-8")).get("budget")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise ConfigError(f"{path} cannot be read: {exc}") from None
+            if recorded not in (None, self.budget.name):
+                raise ConfigError(f"{self.results} holds the runs of budget {recorded!r}, not "
+                                  f"{self.budget.name!r}: give each budget its own --results")
         for arm in self.arms:
             path = self.results / arm.name / compact.CONFIG
             if not path.exists():
