@@ -56,3 +56,17 @@ def test_a_free_run_whose_actor_is_killed_still_replays_bit_for_bit(tmp_path):
     # every array of the final checkpoints and every metrics row (one BLAS thread in both
     # processes: tests/conftest.py, as the CLI)
     assert differences(tmp_path / "free", tmp_path / "replay") == []
+
+
+def test_an_interrupted_free_run_resumes_its_record_and_still_replays_bit_for_bit(tmp_path):
+    from async_coagents.experiment.replay import replay
+    from async_coagents.experiment.run import resume
+    from tests.test_run import stopped_run
+
+    config = quick_config(**{"backend.kind": '"ray"', "backend.schedule": '"free"',
+                             "backend.window": 4, "run.updates": 60, "run.eval_every": 20})
+    assert stopped_run(config, tmp_path / "free", stop_after=30)["status"] == "interrupted"
+    summary = resume(tmp_path / "free", progress=False)
+    assert summary["status"] == "completed" and summary["schedule"]["batches"] == 60
+    replayed = replay(tmp_path / "free", tmp_path / "replay", progress=False)
+    assert replayed["same_weights"] and replayed["same_metrics"]
