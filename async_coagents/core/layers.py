@@ -218,7 +218,8 @@ class CoagentLayer(AgentBase):
     def _measure(self, policy: MLP, x: np.ndarray) -> tuple[np.ndarray, LayerActivity]:
         dist = self.unit.policy(policy(x))
         action = self.unit.greedy(dist)
-        return self.unit.transition(action, self.dtype), LayerActivity.of(self.unit, dist, action)
+        activity = LayerActivity.of(self.unit, dist, action)  # before the action is overwritten
+        return self.unit.transition_owned(action, self.dtype), activity
 
     @property
     def policy(self) -> MLP:
