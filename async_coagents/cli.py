@@ -1,8 +1,8 @@
 """The ``coagents`` command line: train, resume, replay, eval, plot, table, configs, datasets,
 bench, demo, diagnose, study.
 
-Imports are made inside each command, so ``coagents --help`` is instant and ``coagents bench`` can
-pin numpy to one thread before numpy is loaded.
+Imports are made inside each command, so ``coagents --help`` is instant and numpy's BLAS is pinned
+to one thread before numpy is loaded (``sweep_processes.one_blas_thread``).
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ class Coordinator:
         labels = self.objective.check_target(labels, x.shape[:-1])
         done: list[Completed] = []
         while len(self.inflight) >= self.window:
-            self._deliver(self.inflight.popleft(), range(self.n_layers), done)
+            self._deliver_oldest(done)
         self._forward(sid, x, labels)
         for batch in list(self.inflight):  # oldest first; each batch's due layers top-down
             due = [i for i, d in enumerate(self.delays) if batch.index + d <= self.forwards]
@@ -177,8 +177,13 @@ class Coordinator:
         """Deliver every reward still in flight (end of the stream)."""
         done: list[Completed] = []
         while self.inflight:
-            self._deliver(self.inflight.popleft(), range(self.n_layers), done)
+            self._deliver_oldest(done)
         return done
+
+    def _deliver_oldest(self, done: list[Completed]) -> int:
+        """Deliver the oldest batch in flight to every layer that lacks it; returns 1."""
+        self._deliver(self.inflight.popleft(), range(self.n_layers), done)
+        return 1
 
     def _deliver(self, batch: InFlight, layers, done: list[Completed]) -> None:
         """Deliver batch ``batch``'s reward to those of ``layers`` that do not have it yet,

@@ -187,10 +187,6 @@ class FreeCoordinator(Coordinator):
             return max(0.0, self._started + self.forwards / self.rate - self.clock())
         return 0.0 if self._first is None or self.transport.ready(self._first) else POLL_S
 
-    def _deliver_oldest(self, done: list[Completed]) -> int:
-        self._deliver(self.inflight.popleft(), range(self.n_layers), done)
-        return 1
-
     def describe(self) -> dict:
         return {"kind": self.kind, "reproducible": False, "why": NOT_REPRODUCIBLE,
                 "window": self.window, "free_rate": self.rate, **self.record.describe()}
@@ -243,7 +239,7 @@ class ReplayCoordinator(Coordinator):
         labels = self.objective.check_target(labels, x.shape[:-1])
         done: list[Completed] = []
         for _ in range(self.schedule.rewards_before[k]):
-            self._deliver(self.inflight.popleft(), range(self.n_layers), done)
+            self._deliver_oldest(done)
         self._forward(sid, x, labels)
         self.forwards += 1
         return done

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 #: The environment variables that set the thread count of numpy's BLAS (OpenBLAS, MKL, OpenMP).
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+log = logging.getLogger(__name__)
 
 
 def one_blas_thread() -> None:
@@ -48,7 +49,6 @@ def one_blas_thread() -> None:
     workers Ray gives one thread."""
     for variable in THREAD_VARIABLES:
         os.environ.setdefault(variable, "1")
-log = logging.getLogger(__name__)
 
 
 class ProcessExecutor:
