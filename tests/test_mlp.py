@@ -4,7 +4,7 @@ exactly as paper_method.md §2.7, and torch's nn.Linear initialisation (§2)."""
 import numpy as np
 import pytest
 
-from async_coagents.core.mlp import MLP, relu_inplace
+from async_coagents.core.mlp import MLP, affine_product, relu_inplace
 from async_coagents.errors import CheckpointError, ConfigError
 from tests.gradcheck import assert_grad_close, numeric_grad
 
@@ -132,3 +132,44 @@ def test_call_is_bit_identical_to_forward(dtype, replicas):
     x[:14, 0] = _crafted(dtype)[:14]  # NaN, +-0, +-inf and denormals through the network
     bits = np.int32 if dtype == np.float32 else np.int64
     np.testing.assert_array_equal(net(x).view(bits), net.forward(x)[0].view(bits))
+
+
+def _same_numbers(a: np.ndarray, b: np.ndarray, bits) -> None:
+    """Equal bit for bit, NaN aside (where both are NaN, whatever its sign bit)."""
+    nan = np.isnan(a)
+    np.testing.assert_array_equal(nan, np.isnan(b))
+    np.testing.assert_array_equal(a[~nan].view(bits), b[~nan].view(bits))
+
+
+@pytest.mark.parametrize("dtype, bits", [(np.float32, np.int32), (np.float64, np.int64)])
+@pytest.mark.parametrize("shape", ["plain", "replicas", "shared-input"])
+def test_a_one_column_product_plus_its_bias_is_blas_s_bit_for_bit(dtype, bits, shape):
+    """The evaluation path computes a one-input-column product as a multiplication: plus the bias
+    it equals ``h @ w + b`` in every bit (crafted values: NaN, +-0, infinities, denormals,
+    extremes), and with a -0 bias it keeps BLAS's product."""
+    rng = np.random.default_rng(4)
+    values = _crafted(dtype)[:20_000]
+    lead = {"plain": (), "replicas": (3,), "shared-input": ()}[shape]
+    w_lead = (3,) if shape != "plain" else ()
+    h = rng.permutation(values)[: 3000].reshape(*lead, -1, 1) if lead else values.reshape(-1, 1)
+    w = np.concatenate([values[:14], rng.normal(size=36).astype(dtype)])
+    w = np.broadcast_to(w, (*w_lead, 1, 50)).copy()
+    for b in (rng.normal(size=(*w_lead, 1, 50)).astype(dtype),
+              np.zeros((*w_lead, 1, 50), dtype), -np.zeros((*w_lead, 1, 50), dtype)):
+        expected = h @ w
+        expected += b
+        got = affine_product(h, w, b)
+        got += b
+        assert got.shape == expected.shape and got.dtype == expected.dtype
+        _same_numbers(got, expected, bits)
+
+
+@pytest.mark.parametrize("replicas", [None, 3])
+def test_call_on_one_input_column_is_bit_identical_to_forward(replicas):
+    """A 1-D task's network (the correlated stream's 1 x 50): the multiplication path of
+    ``__call__`` against ``forward``'s matrix product."""
+    rng = np.random.default_rng(5)
+    net = MLP([1, 50, 1], "relu", rng=rng, dtype=np.float32, replicas=replicas)
+    x = rng.normal(size=(5000, 1)).astype(np.float32)
+    x[:14, 0] = _crafted(np.float32)[:14]
+    _same_numbers(net(x), net.forward(x)[0], np.int32)

@@ -58,11 +58,14 @@ class Agent(Protocol):
     def forget(self, sid: int) -> bool:
         """Drop batch ``sid`` without learning from it; False if it was not pending."""
 
-    def act(self, x: np.ndarray) -> np.ndarray:
-        """Greedy output for evaluation, ``(B, U)``; no side effects."""
+    def act(self, x: np.ndarray, rows: slice | None = None) -> np.ndarray:
+        """Greedy output for evaluation, ``(B, U)``; no side effects. ``rows``: of a replicated
+        agent, only those replicas (``x`` holds their inputs, or one input for all)."""
 
-    def measure(self, x: np.ndarray) -> tuple[np.ndarray, LayerActivity]:
-        """Greedy output and the entropy and activity sums on it (§4.3, §4.4)."""
+    def measure(self, x: np.ndarray, rows: slice | None = None
+                ) -> tuple[np.ndarray, LayerActivity]:
+        """Greedy output and the entropy and activity sums on it (§4.3, §4.4); ``rows`` as for
+        :meth:`act`."""
 
     def report(self) -> dict:
         """Accounting: name, :class:`AgentStats` counters and the sizes of the batch records."""

@@ -98,11 +98,12 @@ class GroupedLayer:
     def forget(self, sid: int) -> bool:
         return any([g.forget(sid) for g in self.groups])
 
-    def act(self, x: np.ndarray) -> np.ndarray:
-        return self.measure(x)[0]
+    def act(self, x: np.ndarray, rows: slice | None = None) -> np.ndarray:
+        return self.measure(x, rows)[0]
 
-    def measure(self, x: np.ndarray) -> tuple[np.ndarray, LayerActivity]:
-        outputs, activities = zip(*(g.measure(x) for g in self.groups), strict=True)
+    def measure(self, x: np.ndarray, rows: slice | None = None
+                ) -> tuple[np.ndarray, LayerActivity]:
+        outputs, activities = zip(*(g.measure(x, rows) for g in self.groups), strict=True)
         return np.concatenate(outputs, axis=-1), concatenate_activity(list(activities))
 
     def state_dict(self) -> dict:

@@ -29,9 +29,15 @@ from async_coagents.core.settings import DEFAULT_OPTIONS, LayerOptions
 from async_coagents.core.units import Categorical, Gaussian
 from async_coagents.errors import CheckpointError, ConfigError, ProtocolError
 
-#: Numbers per block of replicas in a replicated evaluation (``CoagentLayer.measure``): about
-#: 1.6 MB of float32 temporaries, which stay in cache.
+#: Numbers per block of replicas in a replicated evaluation (``CoagentLayer.measure``,
+#: ``Network.measure``): about 1 MB of float32 temporaries, which stay in cache.
 MEASURE_BLOCK = 1 << 18
+
+
+def replica_step(examples: int, width: int) -> int:
+    """Replicas per block of a replicated evaluation of ``examples`` through ``width`` numbers
+    each: :data:`MEASURE_BLOCK` numbers a block, at least one replica."""
+    return max(1, MEASURE_BLOCK // (examples * width))
 
 
 class CoagentLayer(AgentBase):
@@ -190,25 +196,29 @@ class CoagentLayer(AgentBase):
                                              (*entry.x.shape[:-1], *self.feedback_shape))
         return self._learn_if_complete(sid, entry)
 
-    def act(self, x: np.ndarray) -> np.ndarray:
+    def act(self, x: np.ndarray, rows: slice | None = None) -> np.ndarray:
         """Greedy forward for evaluation (§4.2): ``phi(greedy action)``, ``(B, U)``."""
-        return self.measure(x)[0]
+        return self.measure(x, rows)[0]
 
-    def measure(self, x: np.ndarray) -> tuple[np.ndarray, LayerActivity]:
+    def measure(self, x: np.ndarray, rows: slice | None = None
+                ) -> tuple[np.ndarray, LayerActivity]:
         """Greedy forward and this layer's entropy and activity sums on it (§4.3, §4.4).
 
         With replicas, in blocks of replicas whose temporaries fit in cache (an evaluation chunk
         of R x 8,192 x U numbers does not, and the passes over it were bound by memory); each
-        replica's numbers are those of the whole-axis computation, replica by replica."""
+        replica's numbers are those of the whole-axis computation, replica by replica. ``rows``:
+        only those replicas, ``x`` holding their inputs (or one input for all), as the network's
+        depth-first evaluation asks (:meth:`Network.measure`)."""
         x = np.asarray(x, dtype=self.dtype)
         if self.replicas is None:
             return self._measure(self.policy, x)
+        policy = self.policy if rows is None else self.policy.replica_block(rows)
         shared = x.ndim == 2  # one input for every replica (a dataset's split)
-        step = max(1, MEASURE_BLOCK // (x.shape[-2] * self.n_units))
+        step = replica_step(x.shape[-2], self.n_units)
         outputs, parts = [], []
-        for lo in range(0, self.replicas, step):
-            rows = slice(lo, lo + step)
-            out, part = self._measure(self.policy.replica_block(rows), x if shared else x[rows])
+        for lo in range(0, policy.replicas, step):
+            block = slice(lo, lo + step)
+            out, part = self._measure(policy.replica_block(block), x if shared else x[block])
             outputs.append(out)
             parts.append(part)
         if len(parts) == 1:
@@ -408,9 +418,11 @@ class SupervisedLearner(AgentBase):
     def feedback(self, sid: int, message: np.ndarray | None) -> None:
         raise ProtocolError(f"{self.name} is a supervised learner and takes no feedback")
 
-    def act(self, x: np.ndarray) -> np.ndarray:
-        """Greedy prediction (straight-through units threshold at 0.5)."""
-        return self.net(np.asarray(x, dtype=self.dtype))
+    def act(self, x: np.ndarray, rows: slice | None = None) -> np.ndarray:
+        """Greedy prediction (straight-through units threshold at 0.5); ``rows``: only those
+        replicas (``x`` holds their inputs, or one input for all)."""
+        net = self.net if rows is None else self.net.replica_block(rows)
+        return net(np.asarray(x, dtype=self.dtype))
 
     def _extra_state(self) -> dict:
         return {"rng": None if self.rng is None else rng_state(self.rng)}

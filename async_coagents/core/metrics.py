@@ -44,9 +44,9 @@ class LayerActivity:
         else:
             entropy = unit.entropy(dist).sum(axis=-2, dtype=np.float64)
         if action.ndim == 2:
-            return cls(len(dist), entropy, float(activity.sum(dtype=np.float64)), activity.size)
+            return cls(len(dist), entropy, float(_total(activity)), activity.size)
         per_replica = activity.reshape(len(activity), -1)
-        return cls(action.shape[-2], entropy, per_replica.sum(axis=-1, dtype=np.float64),
+        return cls(action.shape[-2], entropy, _total(per_replica, axis=-1),
                    per_replica.shape[-1])
 
     def merge(self, other: LayerActivity) -> LayerActivity:
@@ -77,6 +77,14 @@ class LayerActivity:
 
     def as_tuple(self) -> tuple:
         return self.n, self.entropy_sum, self.activity_sum, self.activity_count
+
+
+def _total(activity: np.ndarray, axis: int | None = None):
+    """The float64 sum of ``activity`` (over ``axis``); a bool array's by counting, which is the
+    same number (a count below 2^53 is exact in float64) without a float64 pass."""
+    if activity.dtype == np.bool_:
+        return np.asarray(np.count_nonzero(activity, axis=axis), dtype=np.float64)
+    return activity.sum(axis=axis, dtype=np.float64)
 
 
 Measure = Callable[[np.ndarray], tuple[np.ndarray, list[LayerActivity]]]

@@ -33,6 +33,17 @@ def relu_inplace(z: np.ndarray) -> np.ndarray:
     return np.maximum(z, 0.0, out=z)
 
 
+def affine_product(h: np.ndarray, w: np.ndarray, b_row: np.ndarray) -> np.ndarray:
+    """``h @ w`` for the evaluation path, a fresh array. With one input column (a 1-D task's
+    first layer) every entry is one product, which BLAS rounds as a plain multiplication does, so
+    it is computed as one (a broadcast, without BLAS's outer-product overhead; the same numbers).
+    The one difference is a product of exactly -0, which BLAS's zeroed accumulator makes +0: the
+    bias added next hides it unless a bias is itself -0, and then the product stays BLAS's."""
+    if w.shape[-2] == 1 and not np.any((b_row == 0) & np.signbit(b_row)):
+        return h * w
+    return h @ w
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free logistic
 
@@ -229,7 +240,7 @@ class MLP:
         last = len(self.weights) - 1
         h = x
         for layer, (w, b) in enumerate(zip(self.weights, self._bias_rows, strict=True)):
-            z = h @ w
+            z = affine_product(h, w, b)
             z += b
             if layer == last:
                 return z

@@ -32,7 +32,7 @@ from async_coagents.core.baselines import StateBaseline
 from async_coagents.core.firing import FiringSchedule, parse_schedule
 from async_coagents.core.groups import split_layer
 from async_coagents.core.input_baseline import InputBaselineAgent
-from async_coagents.core.layers import BackpropNetwork, CoagentLayer, Readout
+from async_coagents.core.layers import BackpropNetwork, CoagentLayer, Readout, replica_step
 from async_coagents.core.metrics import LayerActivity
 from async_coagents.core.mlp import MLP
 from async_coagents.core.objectives import Classification, Regression, make_objective
@@ -391,12 +391,37 @@ class Network:
                 agent.record_grad_variance()
 
     def measure(self, x: np.ndarray) -> tuple[np.ndarray, list[LayerActivity]]:
-        """Greedy prediction and each hidden layer's entropy and activity sums."""
+        """Greedy prediction and each hidden layer's entropy and activity sums.
+
+        With replicas, depth first: each block of replicas whose widest temporaries fit in cache
+        goes through every layer before the next block starts, so no layer's output for all R
+        replicas (R x 8,192 x U numbers a chunk) is ever written out and read back. Each
+        replica's numbers are those of the layer-by-layer pass, replica by replica (the same
+        products on the same slices)."""
+        replicas = self.replicas
+        step = None if replicas is None else replica_step(x.shape[-2], self._widest())
+        if step is None or step >= replicas:
+            return self._measure(x, None)
+        shared = x.ndim == 2  # one input for every replica (a dataset's split)
+        predictions, blocks = [], []
+        for lo in range(0, replicas, step):
+            rows = slice(lo, lo + step)
+            prediction, activity = self._measure(x if shared else x[rows], rows)
+            predictions.append(prediction)
+            blocks.append(activity)
+        return np.concatenate(predictions), [LayerActivity.stack(list(layer))
+                                             for layer in zip(*blocks, strict=True)]
+
+    def _measure(self, x: np.ndarray, rows: slice | None) -> tuple[np.ndarray, list]:
         h, activity = x, []
         for layer in self.layers[:-1]:
-            h, measured = layer.measure(h)
+            h, measured = layer.measure(h, rows)
             activity.append(measured)
-        return self.output.act(h), activity
+        return self.output.act(h, rows), activity
+
+    def _widest(self) -> int:
+        """The most numbers per example any agent's network computes (its widest layer)."""
+        return max(max(agent.net.sizes) for agent in self.agents)
 
     def state_dict(self) -> dict:
         return {
