@@ -177,6 +177,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=MULTIPLEXER20_OUT,
                    help="multiplexer20 and even-longer (default runs/bench-even-longer): the "
                         "directory of its runs (an interrupted benchmark continues there)")
+    p.add_argument("--paper-code", metavar="DIR",
+                   help="paper-code: a checkout of the paper's repository "
+                        "(Dhawgupta/gupta2021structural), to time against the engine")
+    p.add_argument("--paper-python", default=sys.executable, metavar="PYTHON",
+                   help="paper-code: a Python with torch and scikit-learn for the paper's code "
+                        "(default: this one)")
+    p.add_argument("--segments", type=int, default=160,
+                   help="paper-code: updates per mean-block of the 200 (default 160: 32,000 "
+                        "updates; the paper's even_longer runs 1,600)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="paper-code: how many times both codes run, alternately")
     p.set_defaults(handler=_bench)
 
     p = sub.add_parser("demo", help="the asynchronous-learning demo: one network under several "
@@ -506,6 +517,18 @@ def _multiplexer20(args, run_sweep) -> dict:
                          run_sweep=run_sweep)
 
 
+def _paper_code(args, run_sweep) -> dict:
+    """``coagents bench --only paper-code``: the engine against the paper's code
+    (paper_bench.py)."""
+    from async_coagents.experiment.paper_bench import paper_code
+
+    if not args.paper_code:
+        raise ConfigError("--only paper-code needs --paper-code DIR, a checkout of the paper's "
+                          "repository (Dhawgupta/gupta2021structural)")
+    return paper_code(args.paper_code, args.paper_python, segments=args.segments,
+                      rounds=args.rounds)
+
+
 def _bench(args) -> int:
     from async_coagents.experiment.config import defaults
     from async_coagents.experiment.sweep import execution
@@ -515,7 +538,8 @@ def _bench(args) -> int:
     def run_sweep(sweep):
         return _sweep(sweep, plan, progress=None, data_dir=None)
 
-    for name, bench in (("even-longer", _even_longer), ("multiplexer20", _multiplexer20)):
+    for name, bench in (("even-longer", _even_longer), ("multiplexer20", _multiplexer20),
+                        ("paper-code", _paper_code)):
         if name not in args.only:
             continue
         outcome = bench(args, run_sweep)
