@@ -15,7 +15,7 @@ import pytest
 from async_coagents.cli import main
 from async_coagents.data.datasets import find_dataset
 from async_coagents.experiment.results import group_runs, load_runs
-from async_coagents.study import STUDIES, compact, get
+from async_coagents.study import STUDIES, compact, get, runner
 from async_coagents.study.welch import student_t_two_sided, welch, welch_summary
 
 
@@ -157,3 +157,25 @@ def test_results_of_one_budget_are_never_mixed_with_another(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "--budget", "paper", "--seeds", "1", "--out", str(tmp_path / "paper")]) == 1
     assert "holds the runs of budget 'quick', not 'paper'" in capsys.readouterr().err
+
+
+def test_every_budget_that_counts_its_updates_counts_them_right(tmp_path):
+    """A budget's words "E epochs (N updates)" match its arms' configs: E epochs of the 50,000
+    training images (the paper's split) in batches of the arm's batch size."""
+    stated = re.compile(r"(\d[\d,]*) epochs \((\d[\d,.]*)( M)? updates\)")
+    checked = 0
+    for name in STUDIES:
+        study = get(name)
+        for budget in study.budgets.values():
+            match = stated.search(budget.description)
+            if match is None:
+                continue
+            plan = runner.StudyPlan(study, budget, tmp_path / study.name)
+            config, _ = plan.runs([(plan.arms[0], [0])])[0]
+            epochs = int(match[1].replace(",", ""))
+            updates = float(match[2].replace(",", "")) * (1e6 if match[3] else 1)
+            assert config["run"]["epochs"] == epochs, (study.name, budget.name)
+            expected = epochs * -(-50_000 // config["data"]["batch"])
+            assert updates == pytest.approx(expected, rel=1e-3), (study.name, budget.name)
+            checked += 1
+    assert checked >= 5

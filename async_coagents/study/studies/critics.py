@@ -65,10 +65,11 @@ class Critics(Study):
                "its greedy action (`ac-offpolicy-advantage`).")
     metrics = ("train_accuracy", "test_accuracy", "train_loss", "entropy", "sparsity")
     budgets: ClassVar[dict[str, Budget]] = {
-        "paper": Budget("paper", 9, "the paper's 1,000 epochs (1.875 M updates) per run"),
-        "floor": Budget("floor", 3, "200 epochs (375,000 updates) per run, the floor the issue "
+        "paper": Budget("paper", 9, "the paper's 1,000 epochs (1.563 M updates) per run",
+                        {"run.epochs": 1000}),
+        "floor": Budget("floor", 3, "200 epochs (312,600 updates) per run, the floor the issue "
                                     "sets for this machine", {"run.epochs": 200}),
-        "short": Budget("short", 3, "20 epochs (37,500 updates) per run", {"run.epochs": 20}),
+        "short": Budget("short", 3, "20 epochs (31,260 updates) per run", {"run.epochs": 20}),
         "quick": Budget("quick", 2, "critics of 64 units only, 40 updates per run, evaluated "
                                     "at the start and the end (a smoke test)",
                         {"run.epochs": 0, "run.updates": 40, "run.eval_every": 40}),

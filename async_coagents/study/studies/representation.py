@@ -51,8 +51,9 @@ class Representation(Study):
     metrics = ("train_accuracy", "test_accuracy", "entropy")
     curve_metrics = ("train_accuracy", "test_accuracy")
     budgets: ClassVar[dict[str, Budget]] = {
-        "paper": Budget("paper", 1, "the paper's 100 epochs (187,500 updates) and its one seed"),
-        "reduced": Budget("reduced", 1, "10 epochs (18,750 updates) per run, one seed",
+        "paper": Budget("paper", 1, "the paper's 100 epochs (156,300 updates) and its one seed",
+                        {"run.epochs": 100}),
+        "reduced": Budget("reduced", 1, "10 epochs (15,630 updates) per run, one seed",
                           {"run.epochs": 10}),
         "quick": Budget("quick", 2, "U in {2, 8}, 40 updates per run, evaluated every 10 (a "
                                     "smoke test)",
